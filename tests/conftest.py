@@ -1,0 +1,47 @@
+"""Shared fixtures: a fresh sqlite MLflow store per test, offline Hugging Face, the bundled data."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from minirec.data import BUNDLED_DATA_DIR, locate  # noqa: E402
+
+INDUSTRIAL = "Industrial_and_Scientific"
+OFFICE = "Office_Products"
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, monkeypatch):
+    """A real, empty sqlite tracking store for this test only; MLFLOW_TRACKING_URI points at it."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    return BUNDLED_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def industrial_files():
+    return locate(INDUSTRIAL)
+
+
+@pytest.fixture(scope="session")
+def office_files():
+    return locate(OFFICE)
