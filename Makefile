@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/mlflow run . -e main --env-manager local -P category=$(CATEGORY) -P preset=$(PRESET)
+	$(BIN)/mlflow run . -e main --env-manager local --experiment-name minirec-comparison \
+		-P category=$(CATEGORY) -P preset=$(PRESET)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -12,9 +12,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import mlflow
+
 from minirec import baselines
 from minirec.data import CATEGORIES, Catalogue, locate, read_split
-from minirec.tracking import configure_environment, log_data_files, start_run
+
+from minirec.tracking import adopt_outer_run_as_parent, configure_environment, log_data_files, log_params, start_run
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,9 +51,7 @@ def run_baseline(category: str, method: str, split: str, num_beams: int, data_di
     with start_run(category=category, stage=method, source=str(files.train), entry_point="baselines",
                    run_name=f"{method}-{split}") as run:
         log_data_files(files, roles=("train", split, "index", "info"))
-        import mlflow
-
-        mlflow.log_params({"method": method, "split": split, "num_beams": num_beams})
+        log_params({"method": method, "split": split, "num_beams": num_beams})
         beams = baselines.rank(method, train, rows, catalogue, k=num_beams)
         beams_path = write_beams(out / "beams.parquet", beams)
         mlflow.log_artifact(str(beams_path), "beams")
@@ -63,9 +64,13 @@ def run_baseline(category: str, method: str, split: str, num_beams: int, data_di
 def main(argv=None) -> list[str]:
     args = parse_args(argv)
     configure_environment()
+    categories = _expand(args.category, CATEGORIES, "category")
+    methods = _expand(args.method, baselines.METHODS, "method")
+    if len(categories) * len(methods) > 1:
+        adopt_outer_run_as_parent()
     run_ids = []
-    for category in _expand(args.category, CATEGORIES, "category"):
-        for method in _expand(args.method, baselines.METHODS, "method"):
+    for category in categories:
+        for method in methods:
             with tempfile.TemporaryDirectory() as scratch:
                 out = Path(args.out) / category / method if args.out else Path(scratch)
                 run_ids.append(run_baseline(category, method, args.split, args.num_beams, args.data_dir, out))

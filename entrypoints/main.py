@@ -16,7 +16,7 @@ from pathlib import Path
 
 from minirec.data import CATEGORIES
 from minirec.pipeline import Step, plan, run_step
-from minirec.tracking import configure_environment, start_run
+from minirec.tracking import configure_environment, ensure_experiment, experiment_name, git_commit, log_params, start_run
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,27 +29,47 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def run_category(category: str, args: argparse.Namespace, driver_run_id: str) -> None:
+    """Run every stage of one category as children of a ``pipeline`` run in the category's experiment."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    parent = client.create_run(
+        ensure_experiment(experiment_name(category)),
+        run_name=f"pipeline-{args.preset}",
+        tags={"category": category, "stage": "pipeline", "source": args.preset, "entry_point": "main",
+              "git_commit": git_commit(), "mlflow.parentRunId": driver_run_id},
+    )
+    status = "FAILED"
+    try:
+        for step in plan(category, args.preset, args.data_dir or None):
+            client.log_metric(parent.info.run_id, f"seconds_{step.name}", run_step(step, parent.info.run_id))
+        status = "FINISHED"
+    finally:
+        client.set_terminated(parent.info.run_id, status)
+
+
 def main(argv=None) -> Path:
     args = parse_args(argv)
     configure_environment()
     categories = list(CATEGORIES) if args.category == "all" else [args.category]
     if any(category not in CATEGORIES for category in categories):
         raise SystemExit(f"unknown category {args.category!r}; expected one of {', '.join(CATEGORIES)} or 'all'")
-    driver_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
 
-    for category in categories:
-        with start_run(category=category, stage="pipeline", source=args.preset, entry_point="main",
-                       run_name=f"pipeline-{args.preset}", parent_run_id=driver_run_id) as parent:
-            for step in plan(category, args.preset, args.data_dir or None):
-                seconds = run_step(step, parent.info.run_id)
-                import mlflow
+    # Under `mlflow run` this joins the run it opened for `main`; stage processes never see its id.
+    with start_run(category="all", stage="main", source=args.preset, entry_point="main",
+                   run_name=f"main-{args.preset}") as driver:
+        import mlflow
 
-                mlflow.log_metric(f"seconds_{step.name}", seconds)
+        log_params({"category": args.category, "preset": args.preset, "data_dir": args.data_dir or "bundled"})
+        for category in categories:
+            run_category(category, args, driver.info.run_id)
+        out = Path(args.out)
+        run_step(Step("compare", "compare", ("--paper", "table1", "--category", args.category, "--out", str(out))),
+                 driver.info.run_id)
+        report = out / "report.md"
+        mlflow.log_artifacts(str(out), "report")
 
-    out = Path(args.out)
-    compare = Step("compare", "compare", ("--paper", "table1", "--category", args.category, "--out", str(out)))
-    run_step(compare, driver_run_id or "")
-    report = out / "report.md"
     print("\n" + report.read_text(encoding="utf-8"))
     print(f"Report: {report.resolve()}")
     print(f"Runs:   mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']}")

@@ -133,6 +133,17 @@ def log_data_files(files: CategoryFiles, roles: tuple[str, ...] = ("train", "val
     return records
 
 
+def adopt_outer_run_as_parent() -> str | None:
+    """For a command that makes several runs: turn the run ``mlflow run`` opened into their parent.
+
+    Without this, each of the command's runs would join that one run and overwrite each other's params.
+    """
+    outer = os.environ.pop("MLFLOW_RUN_ID", None)
+    if outer:
+        os.environ["MINIREC_PARENT_RUN_ID"] = outer
+    return outer
+
+
 @contextlib.contextmanager
 def start_run(
     *,
@@ -171,6 +182,27 @@ def start_run(
         mlflow.log_text(pip_freeze(), "environment/pip_freeze.txt")
         mlflow.log_dict(device_info(), "environment/device.json")
         yield run
+
+
+def log_params(params: Mapping[str, object]) -> None:
+    """Log params to the active run without clashing with those ``mlflow run`` already logged from ``-P``.
+
+    A key already logged with the same value is skipped; with another value (``''`` for "default", say) the
+    resolved value goes under ``resolved.<key>``, since MLflow refuses to change a logged param.
+    """
+    import mlflow
+
+    run = mlflow.active_run()
+    logged = mlflow.get_run(run.info.run_id).data.params if run else {}
+    fresh = {}
+    for key, value in params.items():
+        text = str(value)
+        if key not in logged:
+            fresh[key] = text
+        elif logged[key] != text:
+            fresh[f"resolved.{key}"] = text
+    if fresh:
+        mlflow.log_params(fresh)
 
 
 def log_json_metrics(values: Mapping[str, float], step: int | None = None) -> None:
