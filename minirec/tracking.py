@@ -178,6 +178,9 @@ def start_run(
     parent_run_id = parent_run_id or os.environ.get("MINIREC_PARENT_RUN_ID")
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
+    # ...and which stage it is, so a later ``main`` can find the finished run and reuse it.
+    if os.environ.get("MINIREC_STAGE_KEY"):
+        all_tags["minirec.stage_key"] = os.environ["MINIREC_STAGE_KEY"]
     with mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags) as run:
         mlflow.log_text(pip_freeze(), "environment/pip_freeze.txt")
         mlflow.log_dict(device_info(), "environment/device.json")

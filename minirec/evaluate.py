@@ -1,0 +1,209 @@
+"""Evaluate a model: constrained beam search over a split's prompts, then HR@K / NDCG@K with the scorer.
+
+    python -m minirec.evaluate --model REF --category Industrial_and_Scientific [--split test --num-beams 50]
+    accelerate launch --num_processes 8 -m minirec.evaluate --model REF --category Industrial_and_Scientific
+    mlflow run . -e evaluate -P model=REF -P category=Industrial_and_Scientific --env-manager local
+
+Upstream (reference-spec 6.1-6.4): the test prompt is ``PRE + BODY`` tokenised in two pieces and left-padded
+with EOS, decoded with 50 constrained beams (``length_penalty=0``), written as ``{input, output, predict}``
+JSON and scored by calc.py. Here the same, with three changes: the generation config is explicit and isolated
+from the checkpoint's defaults (spec 8.1 G), the constraint fails closed (spec 8.1 F), and the work is
+written in atomic shards so an interrupted evaluation resumes where it stopped with an identical result.
+
+Several GPUs: each process (``accelerate``'s ``PartialState``) takes a contiguous block of shards; the main
+process merges them in split order after a barrier (the output folder must be shared by the processes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from minirec import prompts
+from minirec.atomic import atomic_path, write_json
+from minirec.constraint import SidConstraint
+from minirec.data import Catalogue, CategoryFiles, read_split, sha256_of
+from minirec.generation import beam_generation_config, effective_generation_config, generate_sid_beams
+
+SHARD_BATCHES = 4  # batches per shard: an interruption loses at most this much work
+
+
+class ShardMismatchError(RuntimeError):
+    """The output folder holds shards of a different evaluation."""
+
+
+def split_prompts(frame: pd.DataFrame, phrasing: str = "test") -> list[prompts.Prompt]:
+    """The evaluation prompt of every row (spec 6.2; ``phrasing="sft"`` uses the SFT task-1 sentence)."""
+    return [prompts.test_prompt(history, target, phrasing)
+            for history, target in zip(frame["history_item_sid_list"], frame["item_sid"])]
+
+
+def encode_prompts(tokenizer, samples: Sequence[prompts.Prompt]) -> list[list[int]]:
+    """``[BOS] + enc(preamble) + enc(body)``, each piece tokenised on its own as upstream does (spec 4.2, 6.2)."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    preambles = tokenizer([s.preamble for s in samples], add_special_tokens=False).input_ids
+    bodies = tokenizer([s.body for s in samples], add_special_tokens=False).input_ids
+    return [bos + pre + body for pre, body in zip(preambles, bodies)]
+
+
+def left_pad(batch: Sequence[Sequence[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into ``(input_ids, attention_mask)`` (upstream pads by hand with EOS, spec 6.2)."""
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        if ids:
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention_mask[row, width - len(ids):] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def model_checksum(model) -> str:
+    """A cheap fingerprint of the weights (sum and sum of squares per tensor), to refuse mixing models' shards."""
+    with torch.no_grad():
+        sums = [(p.double().sum().item(), p.double().square().sum().item()) for p in model.parameters()]
+    return hashlib.sha256(json.dumps(sums).encode()).hexdigest()[:16]
+
+
+class ShardStore:
+    """``out_dir/shards/NNNNN.parquet`` plus ``manifest.json``: what is done, and of which evaluation."""
+
+    def __init__(self, out_dir: str | os.PathLike, manifest: dict):
+        self.folder = Path(out_dir) / "shards"
+        self.manifest = manifest
+
+    def open(self) -> "ShardStore":
+        path = self.folder / "manifest.json"
+        if path.exists():
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            differing = sorted(key for key in stored.keys() | self.manifest.keys() if stored.get(key) != self.manifest.get(key))
+            if differing:
+                raise ShardMismatchError(
+                    f"{self.folder} holds shards of another evaluation (differs in: {', '.join(differing)}); "
+                    "use another output folder or delete that one"
+                )
+        else:
+            write_json(path, self.manifest)
+        return self
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"{index:05d}.parquet"
+
+    def done(self, index: int) -> bool:
+        return self.path(index).exists()
+
+    def write(self, index: int, frame: pd.DataFrame) -> None:
+        with atomic_path(self.path(index)) as tmp:
+            frame.to_parquet(tmp, index=False)
+
+    def read(self, count: int) -> pd.DataFrame:
+        missing = [i for i in range(count) if not self.done(i)]
+        if missing:
+            raise FileNotFoundError(f"{self.folder}: shards {missing[:5]} missing after all processes finished")
+        return pd.concat([pd.read_parquet(self.path(i)) for i in range(count)], ignore_index=True)
+
+
+def decode_beams(tokenizer, generated: torch.Tensor, scores: torch.Tensor, num_beams: int):
+    """Ranked SID strings and scores per prompt (upstream strips the decoded text, spec 6.3)."""
+    texts = [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    values = scores.double().cpu().tolist()
+    return ([texts[i:i + num_beams] for i in range(0, len(texts), num_beams)],
+            [values[i:i + num_beams] for i in range(0, len(values), num_beams)])
+
+
+def evaluate_model(model, tokenizer, files: CategoryFiles, catalogue: Catalogue, *, out_dir: str | os.PathLike,
+                   split: str = "valid", num_beams: int = 50, batch_size: int = 16, limit: int | None = None,
+                   prompt: str = "test", seed: int = 0, on_shard: Callable[[int], None] | None = None,
+                   progress: bool = True):
+    """Decode ``split`` (its first ``limit`` rows) with constrained beam search and score it.
+
+    Returns ``(beams, scores)``: the harness beam frame (``row, user_id, target, predict, scores, prompt``) and
+    :class:`minirec.score.Scores` (``None`` on processes other than the main one). Writes ``out_dir/shards``,
+    ``beams.parquet`` and ``predictions.json`` (upstream's format); logs nothing to MLflow. ``on_shard`` is
+    called with each shard index once that shard is on disk.
+    """
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    from minirec.beams import write_beams, write_upstream_json
+    from minirec.score import score_predictions
+
+    state = PartialState()
+    set_seed(seed)
+    rows = read_split(files.split(split))
+    rows = rows.head(limit) if limit else rows
+    samples = split_prompts(rows, prompt)
+    constraint = SidConstraint.from_catalogue(catalogue, tokenizer).to(model.device)
+    pad = tokenizer.eos_token_id
+    config = beam_generation_config(num_beams, constraint.max_new_tokens, tokenizer.eos_token_id, pad)
+    effective_generation_config(model, config)
+
+    shard_rows = batch_size * SHARD_BATCHES
+    shard_count = math.ceil(len(rows) / shard_rows)
+    store = ShardStore(out_dir, {
+        "split": split, "split_sha256": sha256_of(files.split(split)), "rows": len(rows), "num_beams": num_beams,
+        "batch_size": batch_size, "shard_rows": shard_rows, "prompt": prompt, "tokenizer_length": len(tokenizer),
+        "model_checksum": model_checksum(model), "generation_config": config.to_diff_dict(),
+    })
+    if state.is_main_process:  # writes the manifest, or refuses a folder holding another evaluation's shards
+        store.open()
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        store.open()
+
+    per_process = math.ceil(shard_count / state.num_processes)
+    mine = range(state.process_index * per_process, min(shard_count, (state.process_index + 1) * per_process))
+    todo = [index for index in mine if not store.done(index)]
+    _decode_shards(model, tokenizer, constraint, config, rows, samples, store, todo, shard_rows, batch_size,
+                   on_shard, progress and state.is_local_main_process)
+    state.wait_for_everyone()
+
+    beams = store.read(shard_count)
+    if not state.is_main_process:
+        return beams, None
+    write_beams(Path(out_dir) / "beams.parquet", beams)
+    write_upstream_json(Path(out_dir) / "predictions.json", beams)
+    return beams, score_predictions(beams, catalogue, seed=seed)
+
+
+def _decode_shards(model, tokenizer, constraint, config, rows, samples, store, todo, shard_rows, batch_size,
+                   on_shard, show_progress):
+    from tqdm.auto import tqdm
+
+    encoded = encode_prompts(tokenizer, samples)
+    total = sum(len(range(i * shard_rows, min(len(rows), (i + 1) * shard_rows))) for i in todo)
+    with tqdm(total=total, unit="user", desc="beam search", disable=not show_progress) as bar:
+        for index in todo:
+            start, stop = index * shard_rows, min(len(rows), (index + 1) * shard_rows)
+            predict, scores = [], []
+            for begin in range(start, stop, batch_size):
+                end = min(stop, begin + batch_size)
+                input_ids, attention_mask = left_pad(encoded[begin:end], tokenizer.eos_token_id, model.device)
+                generated, beam_scores = generate_sid_beams(model, input_ids, attention_mask, constraint, config)
+                texts, values = decode_beams(tokenizer, generated, beam_scores, config.num_return_sequences)
+                predict += texts
+                scores += values
+                bar.update(end - begin)
+            store.write(index, pd.DataFrame({
+                "row": pd.Series(range(start, stop), dtype="int64"),
+                "user_id": rows["user_id"].iloc[start:stop].tolist(),
+                "target": rows["item_sid"].iloc[start:stop].tolist(),
+                "predict": predict,
+                "scores": scores,
+                "prompt": [samples[i].text for i in range(start, stop)],
+            }))
+            if on_shard is not None:
+                on_shard(index)
+
+
+if __name__ == "__main__":
+    from entrypoints.evaluate import main
+
+    main()

@@ -1,0 +1,161 @@
+"""GRPO prompts: SID-history, title->SID, description->SID and title-history->SID (reference-spec 5.3).
+
+    python -m minirec.grpo --preset tiny --category Industrial_and_Scientific
+
+Every row is ``{"prompt", "target", "task"}``; ``target`` is the row's own answer (``SID\\n``), which trl hands
+to the reward functions, so no global history->target dict is needed (spec 8.1 C).
+
+Upstream's mixture, in upstream's order before the seeded shuffle (rl.py):
+
+1. ``sid_history``: every train row, the SFT task-1 body without the preamble;
+2. ``title_to_sid`` / ``description_to_sid``: one prompt per distinct title / description, the last item in
+   index order winning (upstream builds ``title -> SID`` dicts; Industrial: 3,646 + 2,870 rows). A list-string
+   description contributes its first element;
+3. ``title_history_to_sid``: 10,000 train rows drawn with ``DataFrame.sample(random_state=0)``.
+
+``upstream_quirks`` restores what upstream does beyond that: the answer after ``### Response:`` in the
+title/description prompts (spec 8.1 B), SIDs cut to their first three tokens in those tasks (spec 8.1 I), and
+a prompt for the empty description (``An item can be described as follows: "".``) whose target is simply
+the last item without one.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from datasets import Dataset
+
+from minirec import prompts
+from minirec.data.catalogue import Catalogue, read_split
+from minirec.data.layout import CategoryFiles
+from minirec.sid import join_sid
+
+TITLE_HISTORY_SAMPLE = 10_000
+TASKS = ("sid_history", "title_to_sid", "description_to_sid", "title_history_to_sid")
+
+
+class GrpoDataError(ValueError):
+    """A split row cannot be turned into a prompt; the message names the file, row and field."""
+
+
+@dataclass
+class PromptSet:
+    """The training and evaluation prompts of a run, and how many rows each task contributed."""
+
+    train: Dataset
+    eval: Dataset
+    task_rows: dict[str, int] = field(default_factory=dict)
+
+
+def _row(prompt: prompts.Prompt, task: str) -> dict:
+    return {"prompt": prompt.text, "target": prompt.target, "task": task}
+
+
+def _history(frame: pd.DataFrame, column: str, path: Path) -> list[list[str]]:
+    """The parsed ``*_list`` history column, with a clear error on the first row that did not parse."""
+    values = frame[f"{column}_list"]
+    bad = values[values.map(lambda v: not isinstance(v, list) or not v)]
+    if len(bad):
+        row = bad.index[0]  # read_split keeps the CSV's 0-based row numbers as the index
+        raise GrpoDataError(
+            f"{path}: row {row} (line {row + 2}), field {column}: expected a non-empty Python list, "
+            f"got {frame.at[row, column]!r}"
+        )
+    return values.tolist()
+
+
+def sid_history_rows(frame: pd.DataFrame, path: Path) -> list[dict]:
+    """``SidDataset``: one prompt per row, history SIDs -> next SID."""
+    histories = _history(frame, "history_item_sid", path)
+    return [
+        _row(prompts.rl_sid_history(history, target), "sid_history")
+        for history, target in zip(histories, frame["item_sid"])
+    ]
+
+
+def title_history_rows(frame: pd.DataFrame, path: Path, sample: int = TITLE_HISTORY_SAMPLE) -> list[dict]:
+    """``RLSeqTitle2SidDataset``: ``sample`` rows (all when fewer exist) drawn with ``random_state=0``."""
+    drawn = frame.sample(min(sample, len(frame)), random_state=0)
+    histories = _history(drawn, "history_item_title", path)
+    return [
+        _row(prompts.rl_title_history_to_sid(history, target), "title_history_to_sid")
+        for history, target in zip(histories, drawn["item_sid"])
+    ]
+
+
+def first_description(description: str) -> str:
+    """The text upstream uses for an item: the first element of a list-string, else the string itself."""
+    if description.startswith("['") and description.endswith("']"):
+        try:
+            parsed = ast.literal_eval(description)
+        except (ValueError, SyntaxError):
+            return description
+        if isinstance(parsed, list) and parsed:
+            return str(parsed[0])
+    return description
+
+
+def alignment_rows(catalogue: Catalogue, upstream_quirks: bool = False) -> list[dict]:
+    """``RLTitle2SidDataset``: title->SID then description->SID, deduplicated by text, last item winning."""
+    title_sid: dict[str, str] = {}
+    description_sid: dict[str, str] = {}
+    for item, tokens in catalogue.item_tokens.items():
+        if item not in catalogue.items:
+            continue
+        sid = join_sid(tokens[:3] if upstream_quirks else tokens)
+        features = catalogue.items[item]
+        title_sid[features["title"]] = sid
+        description = first_description(str(features.get("description", "")))
+        if description or upstream_quirks:
+            description_sid[description] = sid
+    rows = [
+        _row(prompts.rl_title_to_sid(title, sid, leak_answer=upstream_quirks), "title_to_sid")
+        for title, sid in title_sid.items()
+    ]
+    rows += [
+        _row(prompts.rl_description_to_sid(text, sid, leak_answer=upstream_quirks), "description_to_sid")
+        for text, sid in description_sid.items()
+    ]
+    return rows
+
+
+def count_tasks(rows: list[dict]) -> dict[str, int]:
+    return {task: sum(row["task"] == task for row in rows) for task in TASKS}
+
+
+def build_prompt_set(
+    files: CategoryFiles,
+    catalogue: Catalogue | None = None,
+    *,
+    tasks: tuple[str, ...] = TASKS,
+    upstream_quirks: bool = False,
+    title_history_sample: int = TITLE_HISTORY_SAMPLE,
+    seed: int = 42,
+    max_train_prompts: int | None = None,
+    max_eval_prompts: int | None = None,
+) -> PromptSet:
+    """The shuffled training mixture and the valid-split prompts (both shuffled with ``seed``, as rl.py).
+
+    ``tasks`` selects parts of the mixture (all four by default, as upstream); ``max_*_prompts`` keep the
+    first prompts after the shuffle (a seeded subset, for small runs).
+    """
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown or not tasks:
+        raise ValueError(f"unknown or no GRPO prompt tasks {unknown or list(tasks)}; known: {', '.join(TASKS)}")
+    catalogue = catalogue or Catalogue.load(files)
+    train_frame = read_split(files.train)
+    rows = sid_history_rows(train_frame, files.train) if "sid_history" in tasks else []
+    if {"title_to_sid", "description_to_sid"} & set(tasks):
+        rows += [row for row in alignment_rows(catalogue, upstream_quirks) if row["task"] in tasks]
+    if "title_history_to_sid" in tasks:
+        rows += title_history_rows(train_frame, files.train, title_history_sample)
+    train = Dataset.from_list(rows).shuffle(seed=seed)
+    evaluation = Dataset.from_list(sid_history_rows(read_split(files.valid), files.valid)).shuffle(seed=seed)
+    if max_train_prompts is not None:
+        train = train.select(range(min(max_train_prompts, len(train))))
+    if max_eval_prompts is not None:
+        evaluation = evaluation.select(range(min(max_eval_prompts, len(evaluation))))
+    return PromptSet(train=train, eval=evaluation, task_rows=count_tasks(rows))

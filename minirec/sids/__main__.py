@@ -1,0 +1,3 @@
+from entrypoints.sids import main
+
+main()

@@ -1,0 +1,133 @@
+"""A tiny Qwen2-architecture model for CPU runs and tests: a pipeline-scale stand-in, not a pretrained LLM.
+
+    python -m minirec.models tiny --category Industrial_and_Scientific --out models/tiny-industrial [--seed 0]
+
+It has the shape of the real thing so every stage runs end to end on a laptop: a byte-level BPE tokenizer
+(4,096 entries, ~3,800 merges) trained on the category's item texts and on the harness's own prompt templates
+(``minirec.prompts``), a randomly initialised ``Qwen2ForCausalLM`` (2 layers, hidden 64), EOS = pad as in
+upstream (reference-spec 4.1), and the catalogue's SID tokens already added (spec 1.5). It knows nothing
+until SFT teaches it; results from it say whether the pipeline works, never what MiniOneRec achieves.
+
+The same category, data and seed give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from minirec import prompts
+from minirec.data import Catalogue, locate, read_split
+
+EOS_TOKEN = "<|endoftext|>"
+VOCAB_SIZE = 4096
+PROMPT_ROWS = 2000  # train rows whose prompts enter the tokenizer corpus: every template, many histories
+ARCHITECTURE = dict(
+    hidden_size=64,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
+_SID_TOKEN = re.compile(r"<[a-z]_\d+>")
+
+
+def _item_texts(catalogue: Catalogue) -> Iterator[str]:
+    for item in sorted(catalogue.items):
+        features = catalogue.items[item]
+        yield from (features.get(key) or "" for key in ("title", "description", "brand"))
+
+
+def _prompt_texts(category: str, catalogue: Catalogue, train_csv: Path) -> Iterator[str]:
+    """Every template of ``minirec.prompts`` filled from the first train rows, with its target."""
+    rows = read_split(train_csv).head(PROMPT_ROWS)
+    rng = random.Random(42)
+    for row in rows.itertuples(index=False):
+        sids, titles = row.history_item_sid_list, row.history_item_title_list
+        title = row.item_title
+        item_sid = row.item_sid
+        for prompt in (
+            prompts.test_prompt(sids, item_sid),
+            prompts.sft_sid_history(sids, item_sid),
+            prompts.sft_sid_history_to_title(sids, title),
+            prompts.sft_title_history_to_title(titles, title, category, rng),
+            prompts.sft_title_history_to_sid(titles, item_sid, category),
+            prompts.sft_title_to_sid(title, item_sid),
+            prompts.sft_sid_to_title(item_sid, title),
+            prompts.rl_title_history_to_sid(titles, item_sid),
+            prompts.rl_title_to_sid(title, item_sid),
+            prompts.rl_description_to_sid(catalogue.items[int(row.item_id)]["description"], item_sid),
+        ):
+            yield prompt.text + prompt.target
+
+
+def train_tokenizer(texts: Iterator[str]):
+    """A byte-level BPE tokenizer (GPT-2/Qwen style) trained on ``texts``, wrapped for ``transformers``.
+
+    SID tokens are removed from the corpus: they become added tokens afterwards, so merges spent on them
+    would be wasted.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator((_SID_TOKEN.sub("", text) for text in texts), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN, padding_side="left"
+    )
+
+
+def build_tiny_model(category: str, out_dir: str | os.PathLike, data_dir=None, seed: int = 0) -> Path:
+    """Build, save (atomically, replacing ``out_dir``) and return the tiny model folder for ``category``."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    from minirec.models import add_sid_tokens
+
+    files = locate(category, data_dir)
+    catalogue = Catalogue.load(files)
+    tokenizer = train_tokenizer(_iter_corpus(category, catalogue, files.train))
+    eos = tokenizer.eos_token_id
+    config = Qwen2Config(vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, **ARCHITECTURE)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    # The same call every real base model goes through; its mean-resizing draw uses the seeded RNG.
+    add_sid_tokens(tokenizer, model, catalogue)
+    model.generation_config = GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    return _save(model, tokenizer, Path(out_dir))
+
+
+def _iter_corpus(category: str, catalogue: Catalogue, train_csv: Path) -> Iterator[str]:
+    yield from _item_texts(catalogue)
+    yield from _prompt_texts(category, catalogue, train_csv)
+
+
+def _save(model, tokenizer, out_dir: Path) -> Path:
+    """Write into a sibling temp folder, then swap it in: ``out_dir`` is never half-written."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it owner-only; a model folder is meant to be shared
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,180 @@
+"""Constrained beam search on the tiny model: valid and distinct SIDs, 4-token SIDs, failing closed, and an
+explicit generation config that checkpoint defaults cannot change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from test_models import tiny_model_once
+from transformers import GenerationConfig
+
+from minirec.constraint import ConstraintViolation, SidConstraint
+from minirec.data import Catalogue, read_split
+from minirec.evaluate import encode_prompts, left_pad, split_prompts
+from minirec.generation import beam_generation_config, effective_generation_config, generate_sid_beams
+from minirec.models import add_sid_tokens, load_model_and_tokenizer
+from minirec.sid import split_sid
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_model_once(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny):
+    return load_model_and_tokenizer(tiny)
+
+
+@pytest.fixture(scope="module")
+def industrial(industrial_files):
+    return Catalogue.load(industrial_files)
+
+
+def _prompt_batch(tokenizer, files, rows: int, phrasing: str = "test"):
+    frame = read_split(files.test).head(rows)
+    return left_pad(encode_prompts(tokenizer, split_prompts(frame, phrasing)), tokenizer.eos_token_id, "cpu")
+
+
+def _decode(tokenizer, generated, num_beams):
+    texts = [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    return [texts[i:i + num_beams] for i in range(0, len(texts), num_beams)]
+
+
+def test_fifty_beams_are_fifty_distinct_catalogue_sids_with_only_48_first_tokens(loaded, industrial, industrial_files):
+    model, tokenizer = loaded
+    first_tokens = {split_sid(sid)[0] for sid in industrial.valid_sids}
+    assert len(first_tokens) == 48  # fewer than the 50 beams: two beams must fall out at step 0
+    constraint = SidConstraint.from_catalogue(industrial, tokenizer)
+    config = beam_generation_config(50, constraint.max_new_tokens, tokenizer.eos_token_id, tokenizer.eos_token_id)
+    generated, scores = generate_sid_beams(model, *_prompt_batch(tokenizer, industrial_files, 3), constraint, config)
+
+    assert constraint.is_complete(generated).all()
+    assert torch.isfinite(scores).all()
+    for ranked, beam_scores in zip(_decode(tokenizer, generated, 50), scores.view(3, 50)):
+        assert len(ranked) == len(set(ranked)) == 50
+        assert set(ranked) <= industrial.valid_sids
+        assert torch.all(beam_scores[:-1] >= beam_scores[1:])  # best first
+
+
+def _four_token_catalogue() -> Catalogue:
+    """Two collision groups get a 4th token, as constrained RQ-Kmeans writes them (spec 3.4)."""
+    tokens = {
+        0: ["<a_1>", "<b_1>", "<c_1>"],
+        1: ["<a_1>", "<b_1>", "<c_2>", "<d_1>"],
+        2: ["<a_1>", "<b_1>", "<c_2>", "<d_2>"],
+        3: ["<a_2>", "<b_3>", "<c_1>"],
+        4: ["<a_2>", "<b_3>", "<c_4>", "<d_1>"],
+        5: ["<a_2>", "<b_3>", "<c_4>", "<d_2>"],
+        6: ["<a_2>", "<b_3>", "<c_4>", "<d_3>"],
+    }
+    items = {item: {"title": f"item {item}", "description": "", "brand": "", "categories": ""} for item in tokens}
+    lines = [("".join(t), f"item {item}", str(item)) for item, t in tokens.items()]
+    return Catalogue(item_tokens=tokens, items=items, info_lines=lines)
+
+
+def test_variable_length_sids_with_a_fourth_token(tiny, industrial_files):
+    model, tokenizer = load_model_and_tokenizer(tiny)
+    catalogue = _four_token_catalogue()
+    add_sid_tokens(tokenizer, model, catalogue)
+    constraint = SidConstraint.from_catalogue(catalogue, tokenizer)
+    ids = tokenizer.convert_tokens_to_ids
+    newline, eos = tokenizer("\n", add_special_tokens=False).input_ids, tokenizer.eos_token_id
+    assert constraint.max_new_tokens == 4 + len(newline) + 1
+
+    def allowed_after(tokens, tail=()):
+        generated = ids(tokens) + list(tail)
+        processor = constraint.logits_processor()
+        for step in range(len(generated) + 1):  # one call per decoding step, as generate makes them
+            out = processor(torch.tensor([[5, 6, 7] + generated[:step]]), torch.zeros(1, len(tokenizer)))
+        return set(torch.isfinite(out[0]).nonzero().flatten().tolist())
+
+    assert allowed_after(["<a_1>", "<b_1>"]) == set(ids(["<c_1>", "<c_2>"]))
+    assert allowed_after(["<a_1>", "<b_1>", "<c_1>"]) == {newline[0]}
+    assert allowed_after(["<a_1>", "<b_1>", "<c_2>"]) == set(ids(["<d_1>", "<d_2>"]))
+    assert allowed_after(["<a_2>", "<b_3>", "<c_4>", "<d_3>"]) == {newline[0]}
+    assert allowed_after(["<a_2>", "<b_3>", "<c_4>", "<d_3>"], newline) == {eos}
+
+    # With as many beams as SIDs, exact beam search must return every SID exactly once.
+    config = beam_generation_config(7, constraint.max_new_tokens, eos, eos)
+    generated, _ = generate_sid_beams(model, *_prompt_batch(tokenizer, industrial_files, 2), constraint, config)
+    for ranked in _decode(tokenizer, generated, 7):
+        assert sorted(ranked) == sorted(catalogue.valid_sids)
+
+
+def test_fails_closed_on_a_state_outside_the_grammar(loaded, industrial):
+    _, tokenizer = loaded
+    constraint = SidConstraint.from_catalogue(industrial, tokenizer)
+    valid_first = tokenizer.convert_tokens_to_ids(split_sid(sorted(industrial.valid_sids)[0])[0])
+    off_grammar = tokenizer("hello", add_special_tokens=False).input_ids[0]
+    processor = constraint.logits_processor()
+    prompt = torch.full((2, 4), 7)
+    processor(prompt, torch.zeros(2, len(tokenizer)))
+    processor.check()  # a clean first step
+    out = processor(torch.cat([prompt, torch.tensor([[valid_first], [off_grammar]])], 1), torch.zeros(2, len(tokenizer)))
+    assert torch.isfinite(out[0]).any()
+    assert torch.isinf(out[1]).all() and (out[1] < 0).all()
+    with pytest.raises(ConstraintViolation, match="1 beam rows left the SID grammar"):
+        processor.check()
+    with pytest.raises(ConstraintViolation, match="fresh processor"):
+        processor(torch.full((2, 9), 7), torch.zeros(2, len(tokenizer)))
+
+
+def test_masks_do_not_depend_on_the_prompt_length(loaded, industrial, industrial_files):
+    model, tokenizer = loaded
+    constraint = SidConstraint.from_catalogue(industrial, tokenizer)
+    prefix = tokenizer.convert_tokens_to_ids(["<a_68>", "<b_241>"])
+    scores = torch.randn(1, len(tokenizer)).log_softmax(-1)
+    masks = []
+    for prompt_length in (1, 17, 300):
+        processor = constraint.logits_processor()
+        processor(torch.zeros(1, prompt_length, dtype=torch.long), scores.clone())
+        processor(torch.tensor([[0] * prompt_length + prefix[:1]]), scores.clone())
+        masked = processor(torch.tensor([[0] * prompt_length + prefix]), scores.clone())
+        masks.append(torch.isfinite(masked))
+    assert torch.equal(masks[0], masks[1]) and torch.equal(masks[1], masks[2])
+    expected = {split_sid(sid)[2] for sid in industrial.valid_sids if sid.startswith("<a_68><b_241>")}
+    assert set(tokenizer.convert_ids_to_tokens(masks[0][0].nonzero().flatten().tolist())) == expected
+    assert torch.equal(masked[masks[2]], scores[masks[2]])  # allowed tokens keep their log-probabilities
+
+    # Prompts that end in anything (no "### Response:\n", no preamble) still decode only catalogue SIDs.
+    config = beam_generation_config(8, constraint.max_new_tokens, tokenizer.eos_token_id, tokenizer.eos_token_id)
+    for text in ("", "x", "a much longer prompt that does not end in the response header " * 4):
+        ids = tokenizer(text, add_special_tokens=False).input_ids or [tokenizer.eos_token_id]
+        generated, _ = generate_sid_beams(model, torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long),
+                                          constraint, config)
+        assert set(_decode(tokenizer, generated, 8)[0]) <= industrial.valid_sids
+
+
+SAMPLING_DEFAULTS = dict(do_sample=True, temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=1.1)
+
+
+def test_checkpoint_sampling_defaults_cannot_leak_into_beam_search(tiny, loaded, industrial, industrial_files, tmp_path):
+    leaky_dir = tmp_path / "leaky"
+    shutil.copytree(tiny, leaky_dir)
+    settings = json.loads((leaky_dir / "generation_config.json").read_text())
+    (leaky_dir / "generation_config.json").write_text(json.dumps({**settings, **SAMPLING_DEFAULTS}))
+    leaky, tokenizer = load_model_and_tokenizer(leaky_dir)
+    clean, _ = loaded
+    assert leaky.generation_config.do_sample and leaky.generation_config.top_k == 20
+
+    constraint = SidConstraint.from_catalogue(industrial, tokenizer)
+    eos = tokenizer.eos_token_id
+    # Upstream's config (spec 6.3) leaves the sampling fields unset, so the checkpoint's defaults fill them in.
+    upstream = GenerationConfig(num_beams=20, num_return_sequences=20, length_penalty=0.0,
+                                max_new_tokens=constraint.max_new_tokens, pad_token_id=eos, eos_token_id=eos)
+    merged, _ = leaky._prepare_generation_config(upstream)
+    assert merged.do_sample and merged.repetition_penalty == 1.1
+
+    config = beam_generation_config(20, constraint.max_new_tokens, eos, eos)
+    effective = effective_generation_config(leaky, config)
+    assert not effective.do_sample and effective.repetition_penalty == 1.0
+    batch = _prompt_batch(tokenizer, industrial_files, 2)
+    runs = [generate_sid_beams(model, *batch, constraint, config) for model in (leaky, leaky, clean)]
+    for generated, scores in runs[1:]:
+        assert torch.equal(generated, runs[0][0])
+        assert torch.equal(scores, runs[0][1])
+    assert leaky.generation_config.do_sample  # the model's own config is restored afterwards

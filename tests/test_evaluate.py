@@ -1,0 +1,133 @@
+"""The evaluate stage: output formats, resuming after an interruption, and the CLI's MLflow run."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from test_models import tiny_model_once
+
+from minirec.beams import read_predictions
+from minirec.data import Catalogue
+from minirec.evaluate import ShardMismatchError, evaluate_model
+from minirec.models import load_model_and_tokenizer
+from minirec.score import score_predictions
+
+CATEGORY = "Industrial_and_Scientific"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_model_once(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny):
+    return load_model_and_tokenizer(tiny)
+
+
+@pytest.fixture(scope="module")
+def catalogue(industrial_files):
+    return Catalogue.load(industrial_files)
+
+
+def _evaluate(loaded, files, catalogue, out, **options):
+    model, tokenizer = loaded
+    settings = dict(split="test", num_beams=10, batch_size=2, limit=12, progress=False) | options
+    return evaluate_model(model, tokenizer, files, catalogue, out_dir=out, **settings)
+
+
+def test_parquet_and_upstream_json_hold_the_same_predictions_and_score_alike(loaded, industrial_files, catalogue,
+                                                                            tmp_path):
+    beams, scores = _evaluate(loaded, industrial_files, catalogue, tmp_path)
+    test_rows = pd.read_csv(industrial_files.test, dtype=str, keep_default_na=False).head(12)
+    assert beams["row"].tolist() == list(range(12))
+    assert beams["user_id"].tolist() == test_rows["user_id"].tolist()
+    assert beams["target"].tolist() == test_rows["item_sid"].tolist()
+    assert all(len(set(p)) == 10 and set(p) <= catalogue.valid_sids for p in beams["predict"])
+    assert scores.invalid_all == 0 and scores.n == 12
+
+    parquet = read_predictions(tmp_path / "beams.parquet")
+    upstream = read_predictions(tmp_path / "predictions.json")
+    assert [list(p) for p in parquet["predict"]] == [list(p) for p in upstream["predict"]]
+    assert parquet["target"].tolist() == upstream["target"].str.rstrip("\n").tolist()
+    assert upstream["prompt"].tolist() == parquet["prompt"].tolist()
+    from_json = score_predictions(upstream, catalogue)
+    from_parquet = score_predictions(parquet, catalogue)
+    assert from_json.metrics == from_parquet.metrics == scores.metrics
+    assert (from_json.invalid, from_json.invalid_all) == (from_parquet.invalid, from_parquet.invalid_all)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_evaluation_resumes_to_the_same_result(loaded, industrial_files, catalogue, tmp_path):
+    # batch 2 x 4 batches per shard = 8 rows per shard: 20 rows make 3 shards.
+    reference, _ = _evaluate(loaded, industrial_files, catalogue, tmp_path / "whole", limit=20)
+
+    def stop_after_two(index):
+        if index == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        _evaluate(loaded, industrial_files, catalogue, tmp_path / "resumed", limit=20, on_shard=stop_after_two)
+    assert sorted(p.name for p in (tmp_path / "resumed" / "shards").glob("*.parquet")) == ["00000.parquet", "00001.parquet"]
+    assert not (tmp_path / "resumed" / "beams.parquet").exists()
+
+    decoded = []
+    resumed, _ = _evaluate(loaded, industrial_files, catalogue, tmp_path / "resumed", limit=20, on_shard=decoded.append)
+    assert decoded == [2]  # only the missing shard is decoded again
+    pd.testing.assert_frame_equal(resumed, reference)
+    assert (tmp_path / "resumed" / "beams.parquet").read_bytes() == (tmp_path / "whole" / "beams.parquet").read_bytes()
+
+    with pytest.raises(ShardMismatchError, match="num_beams"):
+        _evaluate(loaded, industrial_files, catalogue, tmp_path / "resumed", limit=20, num_beams=5)
+
+
+def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny, loaded, mlflow_uri, tmp_path):
+    import mlflow
+
+    from entrypoints.evaluate import main
+    from minirec.models import log_hf_model
+    from minirec.tracking import start_run
+
+    with start_run(category=CATEGORY, stage="sft", source="test", entry_point="sft") as sft_run:
+        log_hf_model(*loaded)
+    main(["--model", sft_run.info.run_id, "--category", CATEGORY, "--limit", "4", "--num_beams", "10",
+          "--batch-size", "4", "--out", str(tmp_path / "out")])
+
+    runs = mlflow.search_runs(experiment_names=[f"minirec-{CATEGORY}"], filter_string="tags.entry_point = 'evaluate'",
+                              output_format="list")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["stage"] == "sft" and run.data.tags["scored"] == "true"
+    assert run.data.tags["source"] == sft_run.info.run_id
+    assert run.data.metrics["invalid_all"] == 0 and run.data.metrics["n"] == 4 and run.data.metrics["num_beams"] == 10
+    assert {"HR_at_10", "NDCG_at_10", "HR_at_10_ci_low"} <= run.data.metrics.keys()
+    assert run.data.params["sid_tokens_added"] == "0"
+    assert run.data.params["generation.do_sample"] == "False"
+    assert run.data.params["generation.length_penalty"] == "0.0"
+    artifacts = {a.path for folder in ("", "beams", "scores")
+                 for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, folder or None)}
+    assert {"beams/beams.parquet", "beams/predictions.json", "scores/metrics.json", "scores/levels.json",
+            "generation_config.json", "data_files.json"} <= artifacts
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_result(tiny, mlflow_uri, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # One BLAS thread everywhere: the untrained model's near-tied beams reorder under other summation orders.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    evaluate = ["-m", "minirec.evaluate", "--model", str(tiny), "--category", CATEGORY, "--limit", "20",
+                "--num-beams", "10", "--batch-size", "2", "--out"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
+              "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    subprocess.run([sys.executable, *evaluate, str(tmp_path / "one")], check=True, timeout=600, env=env)
+    subprocess.run([*launch, *evaluate, str(tmp_path / "two")], check=True, timeout=600, env=env)
+    one, two = (pd.read_parquet(tmp_path / name / "beams.parquet") for name in ("one", "two"))
+    assert len(two) == 20
+    pd.testing.assert_frame_equal(one, two)
