@@ -1,15 +1,21 @@
-"""The stages ``main`` chains for one category, and how each is launched.
+"""The stages ``main`` chains for one category, how each is launched, and when a finished one is reused.
 
     mlflow run . -e main -P category=all -P preset=tiny --env-manager local
 
 Each stage runs as its own process (``python -m entrypoints.<stage> ...``) so a crash or an out-of-memory kill
-of one stage is contained, and reported by name, and so multi-GPU stages can re-launch themselves through
-``accelerate launch``. The stage's MLflow run becomes a child of the category's pipeline run through
-``MINIREC_PARENT_RUN_ID`` (read by :func:`minirec.tracking.start_run`).
+of one stage is contained and reported by name, and so multi-GPU stages can re-launch themselves through
+``accelerate launch``. Two environment variables link a stage's MLflow run back to ``main`` (both read by
+:func:`minirec.tracking.start_run`): ``MINIREC_PARENT_RUN_ID`` makes it a child of the category's pipeline run,
+and ``MINIREC_STAGE_KEY`` tags it with a digest of everything that determines its result (stage, arguments,
+which include the run ids of its inputs, code version, data digests). A FINISHED run with the same key is
+reused instead of recomputed, in the spirit of MLflow's multistep-workflow example; a FAILED or KILLED one is
+resumed from its last checkpoint when the stage supports ``--resume_from``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +23,9 @@ import time
 from dataclasses import dataclass, field
 
 from minirec.data.layout import PROJECT_ROOT
+
+STAGE_KEY_TAG = "minirec.stage_key"
+UNFINISHED = ("FAILED", "KILLED", "RUNNING")
 
 
 @dataclass(frozen=True)
@@ -26,39 +35,92 @@ class Step:
     name: str
     module: str
     args: tuple[str, ...] = field(default_factory=tuple)
+    resumable: bool = False  # the stage accepts ``--resume_from <run id>``
 
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", f"entrypoints.{self.module}", *self.args]
+    def command(self, extra: tuple[str, ...] = ()) -> list[str]:
+        return [sys.executable, "-m", f"entrypoints.{self.module}", *self.args, *extra]
 
 
 class StageFailed(RuntimeError):
     """A stage's process exited non-zero."""
 
 
-def plan(category: str, preset: str, data_dir: str | None) -> list[Step]:
-    """The stages for one category, in order."""
-    data_args = ("--data-dir", data_dir) if data_dir else ()
-    return [
-        Step("data", "data", ("validate", "--category", category, *data_args)),
-        Step("baselines", "baselines", ("--category", category, "--method", "all", *data_args)),
-    ]
+def code_version() -> str:
+    """HEAD commit, plus a digest of uncommitted changes so edited code is never mistaken for committed code."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout
+
+    commit = git("rev-parse", "HEAD").strip() or "unknown"
+    diff = git("diff", "HEAD", "--", "minirec", "entrypoints", "configs", "MLproject")
+    return f"{commit}+{hashlib.sha256(diff.encode()).hexdigest()[:12]}" if diff else commit
 
 
-def child_environment(parent_run_id: str) -> dict[str, str]:
-    """The environment of a stage process: its runs are children of ``parent_run_id``.
+def stage_key(step: Step, category: str, data_digests: dict[str, str], version: str) -> str:
+    """Digest of everything that determines a stage's result."""
+    payload = {"stage": step.name, "module": step.module, "args": step.args, "category": category,
+               "data": data_digests, "code": version}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def runs_with_key(key: str) -> list:
+    """Runs of any experiment tagged with ``key``, newest first."""
+    import mlflow
+
+    return mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{STAGE_KEY_TAG}` = '{key}'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+
+
+def child_environment(parent_run_id: str, key: str = "") -> dict[str, str]:
+    """The environment of a stage process: its runs are children of ``parent_run_id`` and carry ``key``.
 
     ``MLFLOW_RUN_ID`` is dropped, or the stage would log into the run that ``mlflow run`` opened for ``main``.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
     env["MINIREC_PARENT_RUN_ID"] = parent_run_id
+    env["MINIREC_STAGE_KEY"] = key
     return env
 
 
-def run_step(step: Step, parent_run_id: str) -> float:
+def run_step(step: Step, parent_run_id: str, key: str = "", extra: tuple[str, ...] = ()) -> float:
     """Run one stage to completion; return its wall time in seconds, raise :class:`StageFailed` otherwise."""
-    print(f"[main] stage {step.name}: {' '.join(step.command()[1:])}", flush=True)
+    command = step.command(extra)
+    print(f"[main] stage {step.name}: python {' '.join(command[1:])}", flush=True)
     started = time.monotonic()
-    completed = subprocess.run(step.command(), cwd=PROJECT_ROOT, env=child_environment(parent_run_id))
+    completed = subprocess.run(command, cwd=PROJECT_ROOT, env=child_environment(parent_run_id, key))
     if completed.returncode != 0:
-        raise StageFailed(f"stage {step.name!r} failed with exit code {completed.returncode}")
+        raise StageFailed(f"stage {step.name!r} failed with exit code {completed.returncode}; "
+                          f"run `python {' '.join(command[1:])}` to see it alone, or rerun main to resume it")
     return time.monotonic() - started
+
+
+@dataclass
+class Outcome:
+    """What happened to a stage: the run that holds its result, and whether it was reused."""
+
+    run_id: str
+    reused: bool
+    seconds: float
+
+
+def run_or_reuse(step: Step, key: str, parent_run_id: str, force: bool) -> Outcome:
+    """Reuse the newest FINISHED run with ``key``; otherwise run the stage, resuming an interrupted attempt."""
+    previous = [] if force else runs_with_key(key)
+    finished = [run for run in previous if run.info.status == "FINISHED"]
+    if finished:
+        run_id = finished[0].info.run_id
+        print(f"[main] stage {step.name}: reusing finished run {run_id} (same parameters, code and data)", flush=True)
+        return Outcome(run_id, True, 0.0)
+    interrupted = [run for run in previous if run.info.status in UNFINISHED]
+    extra: tuple[str, ...] = ()
+    if step.resumable and interrupted:
+        extra = ("--resume_from", interrupted[0].info.run_id)
+        print(f"[main] stage {step.name}: resuming interrupted run {interrupted[0].info.run_id}", flush=True)
+    seconds = run_step(step, parent_run_id, key, extra)
+    finished = [run for run in runs_with_key(key) if run.info.status == "FINISHED"]
+    if not finished:
+        raise StageFailed(f"stage {step.name!r} exited 0 but left no finished MLflow run tagged {key}")
+    return Outcome(finished[0].info.run_id, False, seconds)
