@@ -36,9 +36,12 @@ class Step:
     module: str
     args: tuple[str, ...] = field(default_factory=tuple)
     resumable: bool = False  # the stage accepts ``--resume_from <run id>``
+    processes: int = 1  # >1: launched through ``accelerate launch`` (stages that do not re-launch themselves)
 
     def command(self, extra: tuple[str, ...] = ()) -> list[str]:
-        return [sys.executable, "-m", f"entrypoints.{self.module}", *self.args, *extra]
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(self.processes)] \
+            if self.processes > 1 else [sys.executable]
+        return [*launcher, "-m", f"entrypoints.{self.module}", *self.args, *extra]
 
 
 class StageFailed(RuntimeError):
@@ -106,6 +109,23 @@ class Outcome:
     seconds: float
 
 
+def has_checkpoint(step: Step, run_id: str) -> bool:
+    """Whether an interrupted run of a resumable stage left a checkpoint to continue from."""
+    if step.module == "sft":
+        from minirec.sft.resume import ResumeError, resolve_resume
+
+        try:
+            resolve_resume(run_id)
+        except (ResumeError, OSError):
+            return False
+        return True
+    if step.module == "grpo":
+        import mlflow
+
+        return bool(mlflow.MlflowClient().list_artifacts(run_id, "checkpoints"))
+    return False
+
+
 def run_or_reuse(step: Step, key: str, parent_run_id: str, force: bool) -> Outcome:
     """Reuse the newest FINISHED run with ``key``; otherwise run the stage, resuming an interrupted attempt."""
     previous = [] if force else runs_with_key(key)
@@ -114,7 +134,7 @@ def run_or_reuse(step: Step, key: str, parent_run_id: str, force: bool) -> Outco
         run_id = finished[0].info.run_id
         print(f"[main] stage {step.name}: reusing finished run {run_id} (same parameters, code and data)", flush=True)
         return Outcome(run_id, True, 0.0)
-    interrupted = [run for run in previous if run.info.status in UNFINISHED]
+    interrupted = [run for run in previous if run.info.status in UNFINISHED and has_checkpoint(step, run.info.run_id)]
     extra: tuple[str, ...] = ()
     if step.resumable and interrupted:
         extra = ("--resume_from", interrupted[0].info.run_id)

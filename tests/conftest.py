@@ -21,8 +21,11 @@ OFFICE = "Office_Products"
 def mlflow_uri(tmp_path, monkeypatch):
     """A real, empty sqlite tracking store for this test only; MLFLOW_TRACKING_URI points at it."""
     import mlflow
+    import mlflow.tracking.fluent as fluent
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # set_experiment() in an earlier test leaves its experiment id active; that id means nothing in this store.
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
