@@ -39,7 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m entrypoints.main", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--category", default="all", help="a category, or 'all' (default)")
-    parser.add_argument("--preset", default="tiny", help="configs/main/<preset>.yaml: tiny (default) or paper")
+    parser.add_argument("--preset", default="tiny", help="configs/main/<preset>.yaml (tiny, the default, or paper) "
+                        "or a YAML path")
     parser.add_argument("--data-dir", "--data_dir", default="", help="upstream-layout data directory (default: bundled)")
     parser.add_argument("--sids", default="", help="rebuild SIDs first with this method (rqkmeans, "
                         "rqkmeans_constrained, rqvae) and run every later stage on them (default: official SIDs)")
@@ -50,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_preset(name: str) -> dict:
-    path = PROJECT_ROOT / "configs" / "main" / f"{name}.yaml"
+    """``configs/main/<name>.yaml``, or a YAML file given by path."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PROJECT_ROOT / "configs" / "main" / f"{name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise SystemExit(f"unknown preset {name!r}; known: {', '.join(known)}")
@@ -161,7 +163,8 @@ def main(argv=None) -> Path:
 
     print("\n" + report.read_text(encoding="utf-8"))
     print(f"Report: {report.resolve()}")
-    print(f"Runs:   mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']}")
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    print(f"Runs:   {uri}" if uri.startswith("http") else f"Runs:   mlflow ui --backend-store-uri {uri}")
     return report
 
 
