@@ -182,6 +182,6 @@ def load_settings(preset: str | None, overrides: Mapping[str, Any] | None = None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
         values.update({name: parse_value(name, value) for name, value in loaded.items()})
-        values.setdefault("preset", Path(preset).stem)
+        values.setdefault("preset", preset)  # a name, or the YAML path itself so it can be found again
     values.update({name: parse_value(name, value) for name, value in (overrides or {}).items() if value is not None})
     return GRPOSettings(**values).validate()
