@@ -14,19 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from minirec.data.layout import PROJECT_ROOT
+from minirec.presets import ConfigError, convert, read_preset
+from minirec.presets import preset_path as _preset_path
 from minirec.grpo.data import TASKS, TITLE_HISTORY_SAMPLE
 from minirec.grpo.rewards import REWARD_TYPES
 
 PRESET_DIR = PROJECT_ROOT / "configs" / "grpo"
 DEEPSPEED_ZERO2 = PROJECT_ROOT / "configs" / "deepspeed" / "zero2.yaml"
 PARAM_PREFIX = "config."
-
-
-class ConfigError(ValueError):
-    """An inconsistent or unknown setting."""
 
 
 def _opt(default, help: str, **kw):
@@ -145,43 +141,19 @@ FIELDS = {f.name: f for f in dataclasses.fields(GRPOSettings)}
 
 def parse_value(name: str, value: Any) -> Any:
     """Convert a preset or command-line value to the field's type (``"true"``/``"false"`` for booleans)."""
-    if name not in FIELDS:
-        raise ConfigError(f"unknown GRPO setting {name!r}; known: {', '.join(FIELDS)}")
-    kind = type(FIELDS[name].default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigError(f"{name} expects true or false, not {value!r}")
-        return text in ("true", "1", "yes")
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} expects a {kind.__name__}, not {value!r}") from None
+    return convert(FIELDS, name, value, "GRPO")
 
 
 def preset_path(preset: str) -> Path:
     """A preset name (``tiny``, ``paper``) or a path to a YAML file."""
-    path = Path(preset)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        return path
-    path = PRESET_DIR / f"{preset}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-        raise ConfigError(f"no GRPO preset {preset!r} (looked for {path}); known: {', '.join(known)}")
-    return path
+    return _preset_path(PRESET_DIR, preset, "GRPO")
 
 
 def load_settings(preset: str | None, overrides: Mapping[str, Any] | None = None) -> GRPOSettings:
     """Defaults, then the preset's values, then ``overrides`` (values left ``None`` are ignored)."""
     values: dict[str, Any] = {}
     if preset:
-        path = preset_path(preset)
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
-        values.update({name: parse_value(name, value) for name, value in loaded.items()})
+        values.update({name: parse_value(name, value) for name, value in read_preset(preset_path(preset)).items()})
         values.setdefault("preset", preset)  # a name, or the YAML path itself so it can be found again
     values.update({name: parse_value(name, value) for name, value in (overrides or {}).items() if value is not None})
     return GRPOSettings(**values).validate()

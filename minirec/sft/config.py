@@ -13,18 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from minirec.data.layout import PROJECT_ROOT
+from minirec.presets import ConfigError, convert, read_preset
+from minirec.presets import preset_path as _preset_path
 from minirec.sft.data import TASKS, UPSTREAM_SHUFFLE_SEED
 
 PRESET_DIR = PROJECT_ROOT / "configs" / "sft"
 DEEPSPEED_ZERO2 = PROJECT_ROOT / "configs" / "deepspeed" / "zero2.yaml"
 TINY_MODEL = "tiny"
-
-
-class ConfigError(ValueError):
-    """An inconsistent or unknown setting."""
 
 
 def _opt(default, help: str, **kw):
@@ -121,44 +117,18 @@ FIELDS = {f.name: f for f in dataclasses.fields(SFTConfig)}
 
 def parse_value(name: str, value: Any) -> Any:
     """Convert a preset or command-line value to the field's type (``"true"``/``"false"`` for booleans)."""
-    if name not in FIELDS:
-        raise ConfigError(f"unknown SFT setting {name!r}; known: {', '.join(FIELDS)}")
-    kind = list if FIELDS[name].default_factory is not dataclasses.MISSING else type(FIELDS[name].default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigError(f"{name} expects true or false, not {value!r}")
-        return text in ("true", "1", "yes")
-    if kind is list:
-        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else list(value)
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} expects a {kind.__name__}, not {value!r}") from None
+    return convert(FIELDS, name, value, "SFT")
 
 
 def preset_path(preset: str) -> Path:
     """A preset name (``tiny``, ``paper``) or a path to a YAML file."""
-    path = Path(preset)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        return path
-    path = PRESET_DIR / f"{preset}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-        raise ConfigError(f"no SFT preset {preset!r} (looked for {path}); known: {', '.join(known)}")
-    return path
+    return _preset_path(PRESET_DIR, preset, "SFT")
 
 
 def load_config(preset: str | None, overrides: Mapping[str, Any] | None = None) -> SFTConfig:
     """Defaults, then the preset's values, then ``overrides`` (values left ``None`` are ignored)."""
     values: dict[str, Any] = {}
     if preset:
-        path = preset_path(preset)
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
-        values.update({name: parse_value(name, value) for name, value in loaded.items()})
+        values.update({name: parse_value(name, value) for name, value in read_preset(preset_path(preset)).items()})
     values.update({name: parse_value(name, value) for name, value in (overrides or {}).items() if value is not None})
     return SFTConfig(**values).validate()
