@@ -48,14 +48,21 @@ class StageFailed(RuntimeError):
     """A stage's process exited non-zero."""
 
 
+CODE_PATHS = ("minirec", "entrypoints", "configs", "MLproject")
+
+
 def code_version() -> str:
-    """HEAD commit, plus a digest of uncommitted changes so edited code is never mistaken for committed code."""
+    """Git tree ids of the code that computes results, plus a digest of uncommitted changes to it.
+
+    Trees rather than the commit, so a change to the README or the tests does not invalidate finished runs.
+    """
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout
 
-    commit = git("rev-parse", "HEAD").strip() or "unknown"
-    diff = git("diff", "HEAD", "--", "minirec", "entrypoints", "configs", "MLproject")
-    return f"{commit}+{hashlib.sha256(diff.encode()).hexdigest()[:12]}" if diff else commit
+    trees = git("rev-parse", *(f"HEAD:{path}" for path in CODE_PATHS)).split()
+    version = hashlib.sha256(" ".join(trees).encode()).hexdigest()[:16] if trees else "unknown"
+    diff = git("diff", "HEAD", "--", *CODE_PATHS)
+    return f"{version}+{hashlib.sha256(diff.encode()).hexdigest()[:12]}" if diff else version
 
 
 def stage_key(step: Step, category: str, data_digests: dict[str, str], version: str) -> str:
