@@ -34,7 +34,7 @@ from minirec.compare import (
 )
 from minirec.plots import plot_level_dropoff, plot_ours_vs_paper
 from minirec.report import Stamp, render_report
-from minirec.tracking import configure_environment, git_commit, start_run
+from minirec.tracking import configure_environment, git_commit, log_params, start_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
                    tags={"category": args.category, "compared_run_ids": compared, "paper": args.paper}) as run:
         import mlflow
 
-        mlflow.log_params({"paper": args.paper, "category": args.category, "compared_run_ids": compared,
+        log_params({"paper": args.paper, "category": args.category, "compared_run_ids": compared,
                            "out": str(args.out)})
         stamp = Stamp(
             command="python -m minirec.compare " + shlex.join(argv if argv is not None else sys.argv[1:]),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from minirec.data import CATEGORIES, Catalogue, locate
 from minirec.data.layout import PROJECT_ROOT
-from minirec.tracking import configure_environment, log_data_files, start_run
+from minirec.tracking import configure_environment, log_data_files, log_params, start_run
 
 MODEL_STAGES = ("sft", "grpo")
 
@@ -142,7 +142,7 @@ def _log_setup(args, out, files, model, tokenizer, catalogue, added, dtype) -> N
                                     tokenizer.eos_token_id)
     effective = effective_generation_config(model, config)
     mlflow.log_dict(effective.to_dict(), "generation_config.json")
-    mlflow.log_params({
+    log_params({
         "model": args.model, "split": args.split, "num_beams": args.num_beams, "batch_size": args.batch_size,
         "limit": args.limit, "prompt": args.prompt, "strict": args.strict, "seed": args.seed, "dtype": str(dtype),
         "out_dir": str(out), "tokenizer_length": len(tokenizer), "sid_tokens_added": added,

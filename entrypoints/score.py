@@ -21,7 +21,7 @@ from minirec.beams import BeamFormatError, read_predictions
 from minirec.data import Catalogue, DataLayoutError, locate, sha256_of
 from minirec.metrics import DEFAULT_KS
 from minirec.score import log_scores, score_predictions
-from minirec.tracking import configure_environment, log_data_files, start_run
+from minirec.tracking import configure_environment, log_data_files, log_params, start_run
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,7 +65,7 @@ def main(argv=None) -> str:
         run_name=args.run_name or f"{args.stage}-score",
     ) as run:
         log_data_files(files, roles=("index", "items", "info"))
-        mlflow.log_params({
+        log_params({
             "predictions": str(predictions.resolve()),
             "predictions_sha256": sha256_of(predictions),
             "n_boot": args.n_boot,

@@ -234,10 +234,10 @@ def log_run_inputs(settings: GRPOSettings, policy: str, files, prompts, trainer)
     from minirec.generation import beam_generation_config, effective_generation_config
     from minirec.grpo.config import preset_path
     from minirec.grpo.rollout import sampling_generation_config
-    from minirec.tracking import log_data_files
+    from minirec.tracking import log_data_files, log_params
 
     model, tokenizer = trainer.model, trainer.processing_class
-    mlflow.log_params({**settings.as_params(), "policy": policy, "policy_path": model.config._name_or_path,
+    log_params({**settings.as_params(), "policy": policy, "policy_path": model.config._name_or_path,
                        "train_prompts": len(prompts.train), "eval_prompts": len(prompts.eval),
                        **{f"prompts.{task}": rows for task, rows in prompts.task_rows.items()}})
     log_data_files(files)
