@@ -77,12 +77,11 @@ def effective_generation_config(model, config: GenerationConfig) -> GenerationCo
     return effective
 
 
-def generate_sid_beams(model, input_ids, attention_mask, constraint, config: GenerationConfig):
-    """Constrained beam search over left-padded prompts.
+def generate_constrained(model, input_ids, attention_mask, constraint, config: GenerationConfig):
+    """``model.generate`` under ``config`` alone (no saved defaults) with a fresh SID constraint.
 
-    Returns ``(generated, scores)``: the new tokens, shape (batch x num_return_sequences, new tokens), best beam
-    first within each prompt, and their beam scores (sums of log-probabilities, ``length_penalty=0``).
-    Raises :class:`minirec.constraint.ConstraintViolation` if any row left the SID grammar.
+    Returns what ``generate`` returns. Raises :class:`minirec.constraint.ConstraintViolation` if any row left
+    the SID grammar.
     """
     import torch
     from transformers import LogitsProcessorList
@@ -96,4 +95,15 @@ def generate_sid_beams(model, input_ids, attention_mask, constraint, config: Gen
             logits_processor=LogitsProcessorList([processor]),
         )
     processor.check()
+    return output
+
+
+def generate_sid_beams(model, input_ids, attention_mask, constraint, config: GenerationConfig):
+    """Constrained beam search over left-padded prompts.
+
+    Returns ``(generated, scores)``: the new tokens, shape (batch x num_return_sequences, new tokens), best beam
+    first within each prompt, and their beam scores (sums of log-probabilities, ``length_penalty=0``).
+    Raises :class:`minirec.constraint.ConstraintViolation` if any row left the SID grammar.
+    """
+    output = generate_constrained(model, input_ids, attention_mask, constraint, config)
     return output.sequences[:, input_ids.shape[1]:], output.sequences_scores

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import GenerationConfig
 
 from minirec.constraint import SidConstraint
-from minirec.generation import beam_generation_config, generate_sid_beams, isolated_generation_config
+from minirec.generation import beam_generation_config, generate_constrained, generate_sid_beams
 
 
 @dataclass
@@ -112,15 +112,7 @@ def sample_rollout(
     start = time.perf_counter()
     input_ids, attention_mask = left_pad(prompt_ids, pad_token_id, model.device)
     config = sampling_generation_config(temperature, max_new_tokens, eos_token_id, pad_token_id)
-    processor = constraint.logits_processor()
-    with isolated_generation_config(model, config), torch.inference_mode():
-        sequences = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            generation_config=config,
-            logits_processor=LogitsProcessorList([processor]),
-        )
-    processor.check()
+    sequences = generate_constrained(model, input_ids, attention_mask, constraint, config)
     completions = cut_at_eos(sequences[:, input_ids.size(1) :], [eos_token_id])
     return Rollout(completions, None, time.perf_counter() - start)
 
