@@ -48,3 +48,14 @@ def industrial_files():
 @pytest.fixture(scope="session")
 def office_files():
     return locate(OFFICE)
+
+
+@pytest.fixture(scope="session")
+def tiny_industrial(tmp_path_factory):
+    """The tiny Industrial model (seed 0), built once per test session and shared by every test file."""
+    from minirec.tiny_model import build_tiny_model
+
+    target = tmp_path_factory.getbasetemp() / f"tiny-{INDUSTRIAL}-0"
+    if not (target / "config.json").exists():
+        build_tiny_model(INDUSTRIAL, target, seed=0)
+    return target

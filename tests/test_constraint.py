@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import torch
-from test_models import tiny_model_once
 from transformers import GenerationConfig
 
 from minirec.constraint import ConstraintViolation, SidConstraint
@@ -20,13 +19,8 @@ from minirec.sid import split_sid
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_model_once(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny):
-    return load_model_and_tokenizer(tiny)
+def loaded(tiny_industrial):
+    return load_model_and_tokenizer(tiny_industrial)
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +70,8 @@ def _four_token_catalogue() -> Catalogue:
     return Catalogue(item_tokens=tokens, items=items, info_lines=lines)
 
 
-def test_variable_length_sids_with_a_fourth_token(tiny, industrial_files):
-    model, tokenizer = load_model_and_tokenizer(tiny)
+def test_variable_length_sids_with_a_fourth_token(tiny_industrial, industrial_files):
+    model, tokenizer = load_model_and_tokenizer(tiny_industrial)
     catalogue = _four_token_catalogue()
     add_sid_tokens(tokenizer, model, catalogue)
     constraint = SidConstraint.from_catalogue(catalogue, tokenizer)
@@ -152,9 +146,9 @@ def test_masks_do_not_depend_on_the_prompt_length(loaded, industrial, industrial
 SAMPLING_DEFAULTS = dict(do_sample=True, temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=1.1)
 
 
-def test_checkpoint_sampling_defaults_cannot_leak_into_beam_search(tiny, loaded, industrial, industrial_files, tmp_path):
+def test_checkpoint_sampling_defaults_cannot_leak_into_beam_search(tiny_industrial, loaded, industrial, industrial_files, tmp_path):
     leaky_dir = tmp_path / "leaky"
-    shutil.copytree(tiny, leaky_dir)
+    shutil.copytree(tiny_industrial, leaky_dir)
     settings = json.loads((leaky_dir / "generation_config.json").read_text())
     (leaky_dir / "generation_config.json").write_text(json.dumps({**settings, **SAMPLING_DEFAULTS}))
     leaky, tokenizer = load_model_and_tokenizer(leaky_dir)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from test_models import tiny_model_once
 
 from minirec.beams import read_predictions
 from minirec.data import Catalogue
@@ -16,13 +15,8 @@ CATEGORY = "Industrial_and_Scientific"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_model_once(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny):
-    return load_model_and_tokenizer(tiny)
+def loaded(tiny_industrial):
+    return load_model_and_tokenizer(tiny_industrial)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +78,7 @@ def test_an_interrupted_evaluation_resumes_to_the_same_result(loaded, industrial
         _evaluate(loaded, industrial_files, catalogue, tmp_path / "resumed", limit=20, num_beams=5)
 
 
-def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny, loaded, mlflow_uri, tmp_path):
+def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny_industrial, loaded, mlflow_uri, tmp_path):
     import mlflow
 
     from entrypoints.evaluate import main
@@ -115,14 +109,14 @@ def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny, loaded, mlflow_
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_single_process_result(tiny, mlflow_uri, tmp_path):
+def test_two_processes_give_the_single_process_result(tiny_industrial, mlflow_uri, tmp_path):
     import os
     import subprocess
     import sys
 
     # One BLAS thread everywhere: the untrained model's near-tied beams reorder under other summation orders.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    evaluate = ["-m", "minirec.evaluate", "--model", str(tiny), "--category", CATEGORY, "--limit", "20",
+    evaluate = ["-m", "minirec.evaluate", "--model", str(tiny_industrial), "--category", CATEGORY, "--limit", "20",
                 "--num-beams", "10", "--batch-size", "2", "--out"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
               "1", "--mixed_precision", "no", "--dynamo_backend", "no"]

@@ -21,19 +21,6 @@ from minirec.tiny_model import train_tokenizer
 INDUSTRIAL = "Industrial_and_Scientific"
 
 
-def tiny_model_once(tmp_path_factory, category: str = INDUSTRIAL, seed: int = 0):
-    """Build the tiny model once per test session (shared across test files through the session's temp root)."""
-    target = tmp_path_factory.getbasetemp() / f"tiny-{category}-{seed}"
-    if not (target / "config.json").exists():
-        build_tiny_model(category, target, seed=seed)
-    return target
-
-
-@pytest.fixture(scope="session")
-def tiny_industrial(tmp_path_factory):
-    return tiny_model_once(tmp_path_factory)
-
-
 def _bare_tokenizer_and_model():
     """A tokenizer without SID tokens and a matching two-layer Qwen2 model."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
