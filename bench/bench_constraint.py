@@ -9,6 +9,7 @@ ratios measured in this one run. Processor time is the time spent inside the pro
 The upstream variant reimplements ``ConstrainedLogitsProcessor`` (``LogitProcessor.py``, reference-spec 6.3)
 and its prefix table (``evaluate.py:61-69``) as written: hashed prefixes in a dict, a Python loop over every
 beam of every prompt, ``.tolist()`` per beam, a -1e6 mask, and a missing key leaving the row unmasked.
+Our processor's time includes its after-generation ``check()`` (the dead-row count it defers to the end).
 ``--record`` appends the result to ``bench/RESULTS.md``.
 """
 
@@ -106,8 +107,11 @@ def run_variant(name, model, batch, config, constraint, upstream_table):
         output = model.generate(*batch[:1], attention_mask=batch[1], generation_config=config,
                                 logits_processor=processors)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    if name == "ours":
+    if name == "ours":  # its dead-row count is read after generation: that is constraint time too
+        started, cpu_started = time.perf_counter(), time.thread_time()
         timed.inner.check()
+        timed.wall += time.perf_counter() - started
+        timed.cpu += time.thread_time() - cpu_started
     inside = (timed.wall, timed.cpu) if timed else (0.0, 0.0)
     return (wall, cpu), inside, output.sequences
 
@@ -115,6 +119,25 @@ def run_variant(name, model, batch, config, constraint, upstream_table):
 def _ranked_sids(tokenizer, sequences, prompt_length, num_beams) -> list[list[str]]:
     texts = [t.strip() for t in tokenizer.batch_decode(sequences[:, prompt_length:], skip_special_tokens=True)]
     return [texts[i:i + num_beams] for i in range(0, len(texts), num_beams)]
+
+
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    return min(values), statistics.median(values), max(values)
+
+
+def _rounds(times: list[tuple[float, float]]) -> str:
+    return " ".join(f"{1000 * cpu:.1f}" for _, cpu in times)
+
+
+def _code_version() -> str:
+    """Short commit of the working tree, with ``+dirty`` when it has uncommitted changes."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def main(argv=None) -> None:
@@ -169,6 +192,11 @@ def main(argv=None) -> None:
         f"{1000 * inside['upstream'][1]:.1f} ms",
         f"  ours is {inside['upstream'][0] / inside['ours'][0]:.0f}x (wall) / "
         f"{inside['upstream'][1] / inside['ours'][1]:.0f}x (CPU) faster than upstream's processor (goal >= 50x)",
+        "  per-round CPU-time ratio, min / median / max: " + " / ".join(
+            f"{ratio:.0f}x" for ratio in _spread([u[1] / o[1] for u, o in zip(processor_times["upstream"],
+                                                                               processor_times["ours"])])),
+        "  per-round processor CPU ms, ours: " + _rounds(processor_times["ours"]) + "; upstream: "
+        + _rounds(processor_times["upstream"]),
         f"  SIDs shared by ours and upstream's top {args.num_beams}: {100 * shared:.0f}% on average (the untrained "
         "model's near-uniform scores make near-ties that upstream's second log_softmax rounds differently)",
     ]
@@ -176,7 +204,7 @@ def main(argv=None) -> None:
     if args.record:
         command = "python bench/bench_constraint.py " + " ".join(argv if argv is not None else sys.argv[1:])
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        machine = f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s)"
+        machine = f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), code {_code_version()}"
         with open(RESULTS, "a", encoding="utf-8") as handle:
             handle.write(f"\n## Constraint cost on CPU ({stamp})\n\n`{command.strip()}` on {machine} (machine "
                          "shared with other work; variants interleaved)\n\n```\n" + "\n".join(lines) + "\n```\n")

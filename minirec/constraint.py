@@ -8,15 +8,20 @@
 Upstream (reference-spec 6.3, ``LogitProcessor.py``) keeps a dict from hashed token prefixes to allowed ids and
 loops over beams in Python at every step; a prefix it does not know leaves the row unconstrained (spec 8.1 F).
 Here the same grammar ``<a> -> <b> -> <c> [-> <d>] -> "\\n" -> EOS`` is a trie over a compact alphabet (the SID
-tokens, the newline tokens and EOS) stored as two tensors: ``next_node[node, compact token]`` and
-``penalty[node, compact token]`` (0 if allowed, else -inf). A beam's node is recomputed from its generated
-suffix at each step, since beam search reorders beams between steps; that is at most a handful of gathers
-for a 3- or 4-token SID. Masking writes -inf over the vocabulary slices outside the alphabet and adds the
-penalty rows to the alphabet's slices, in place.
+tokens, the newline tokens and EOS). Every row advances one token per step, so after ``t`` generated tokens a
+row's node is one of the trie nodes at depth ``t`` (or DEAD). :class:`DepthTables` stores, per depth, only
+those nodes and only the tokens they allow: a transition table into the next depth and a penalty table
+(0 allowed, -inf forbidden). A beam's node is recomputed from its generated tokens at each step, because beam
+search reorders beams between steps: two small device ops per token, over tables small enough to stay in cache.
 
-It fails closed: a row in an unknown state (node 0, reached through any token outside the grammar) has every
-token masked to -inf and is counted on the device; :meth:`SidLogitsProcessor.check` raises after generation.
-The generation start is the first call's ``input_ids.shape[1]`` (host metadata), so the prompt may end in any
+Masking touches vocabulary slices, never scattered columns: SID tokens are added in one sorted block, so the
+tokens of one SID level are one slice. The processor's output at depth ``d`` is a buffer kept for that depth,
+-inf everywhere except the slice depth ``d`` allows, which the step overwrites: a step writes rows x one SID
+level instead of rows x vocabulary, and never has to wipe anything.
+
+It fails closed: a row in an unknown state (DEAD, reached through any token outside the grammar) has every
+token masked to -inf; :meth:`SidLogitsProcessor.check` counts such rows and raises after generation. The
+generation start is the first call's ``input_ids.shape[1]`` (host metadata), so the prompt may end in any
 tokens at all. Like upstream, scores are not renormalised over the allowed set: beam scores stay sums of
 full-vocabulary log-probabilities.
 """
@@ -32,7 +37,8 @@ from transformers import LogitsProcessor
 from minirec.data.catalogue import Catalogue
 from minirec.sid import split_sid
 
-DEAD, ROOT = 0, 1
+DEAD, ROOT = 0, 1  # trie nodes; in every depth table row 0 is DEAD as well
+NEG_INF = float("-inf")
 
 
 class ConstraintViolation(RuntimeError):
@@ -41,16 +47,17 @@ class ConstraintViolation(RuntimeError):
 
 @dataclass
 class SidConstraint:
-    """The SID grammar as lookup tables (see the module docstring); build once, reuse for every batch."""
+    """The SID grammar as a trie (see the module docstring); build once, reuse for every batch."""
 
     vocab_ids: torch.Tensor  # (C,) vocabulary id of each compact token
-    next_node: torch.Tensor  # (N, C + 1) int32; column C is "any other token" and leads to DEAD
-    penalty: torch.Tensor  # (N, C) float32: 0 where allowed, -inf elsewhere (added to the allowed tokens' scores)
+    next_node: torch.Tensor  # (N, C + 1) int32 on the host; column C is "any other token" and leads to DEAD
     terminal: int  # node after EOS: allows EOS or pad again (finished rows may be carried along as padding)
     eos_token_id: int
     max_new_tokens: int  # longest SID + newline tokens + EOS
     num_sids: int
-    _vocab_tables: dict = field(default_factory=dict, repr=False)
+    device: torch.device = torch.device("cpu")
+    _tables: dict = field(default_factory=dict, repr=False)
+    _scratch: "Scratch | None" = field(default=None, repr=False)
 
     @classmethod
     def from_catalogue(cls, catalogue: Catalogue, tokenizer, sids: Iterable[str] | None = None) -> "SidConstraint":
@@ -104,108 +111,254 @@ class SidConstraint:
         return cls(
             vocab_ids=torch.tensor(alphabet, dtype=torch.long),
             next_node=next_node,
-            penalty=torch.zeros(next_node.shape[0], len(alphabet)).masked_fill_(next_node[:, :-1] == DEAD, float("-inf")),
             terminal=terminal,
             eos_token_id=eos_token_id,
             max_new_tokens=max(len(s) for s in sequences) + len(newline) + 1,
             num_sids=len(sequences),
         )
 
-    @property
-    def device(self) -> torch.device:
-        return self.next_node.device
-
     def to(self, device) -> "SidConstraint":
-        self.vocab_ids, self.next_node, self.penalty = (t.to(device) for t in (self.vocab_ids, self.next_node, self.penalty))
-        self._vocab_tables.clear()
+        """Build the decoding tables on ``device`` from now on."""
+        self.device = torch.device(device)
+        self._tables.clear()
+        self._scratch = None
         return self
 
-    def vocab_tables(self, vocab_size: int):
-        """``(compact_of, runs, gaps)`` for a model's vocabulary size, built once per size."""
-        if vocab_size not in self._vocab_tables:
+    def tables(self, vocab_size: int) -> "DepthTables":
+        """The decoding tables for a model scoring ``vocab_size`` tokens, built once per size."""
+        if vocab_size not in self._tables:
             largest = int(self.vocab_ids.max())
             if largest >= vocab_size:
                 raise ValueError(f"the model scores {vocab_size} tokens but the SID grammar uses token id {largest}: "
                                  "resize its embeddings after adding the SID tokens (minirec.models.add_sid_tokens)")
-            self._vocab_tables[vocab_size] = (self.compact_of(vocab_size), *self.vocab_runs(vocab_size))
-        return self._vocab_tables[vocab_size]
+            self._tables[vocab_size] = DepthTables.build(self, vocab_size)
+        return self._tables[vocab_size]
 
-    def vocab_runs(self, vocab_size: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
-        """Contiguous runs ``(vocab start, compact start, length)`` of the alphabet and the vocabulary gaps
-        between them. SID tokens are added in one block, so there are only a few of each: masking touches
-        slices, never scattered columns."""
-        ids = self.vocab_ids.tolist()
-        runs = []
-        for compact, token in enumerate(ids):
-            if runs and runs[-1][0] + runs[-1][2] == token:
-                runs[-1][2] += 1
-            else:
-                runs.append([token, compact, 1])
-        bounds = [0] + [edge for start, _, length in runs for edge in (start, start + length)] + [vocab_size]
-        gaps = [(bounds[i], bounds[i + 1]) for i in range(0, len(bounds), 2) if bounds[i] < bounds[i + 1]]
-        return [tuple(run) for run in runs], gaps
-
-    def compact_of(self, vocab_size: int) -> torch.Tensor:
-        """Vocabulary id -> compact token (``C`` for every token outside the grammar)."""
-        size = max(vocab_size, int(self.vocab_ids.max()) + 1)
-        table = torch.full((size,), len(self.vocab_ids), dtype=torch.long, device=self.device)
-        table[self.vocab_ids] = torch.arange(len(self.vocab_ids), device=self.device)
-        return table
-
-    def walk(self, generated: torch.Tensor, compact_of: torch.Tensor) -> torch.Tensor:
-        """The node each row of ``generated`` (rows x steps, token ids) has reached."""
-        state = torch.full((generated.shape[0],), ROOT, dtype=torch.long, device=generated.device)
-        for step in range(generated.shape[1]):
-            state = self.next_node[state, compact_of[generated[:, step]]].long()
-        return state
+    def frontiers(self) -> list[list[int]]:
+        """Trie nodes (not DEAD) at each depth, until the frontier repeats (only the terminal node is left)."""
+        successors = self.next_node[:, :-1]
+        frontier, frontiers = [ROOT], []
+        while True:
+            frontiers.append(frontier)
+            following = sorted(set(successors[frontier].flatten().tolist()) - {DEAD})
+            if following == frontier:
+                return frontiers
+            frontier = following
 
     def is_complete(self, generated: torch.Tensor) -> torch.Tensor:
         """Whether each row is a full catalogue SID, newline and EOS (EOS or pad padding after it allowed)."""
-        return self.walk(generated, self.compact_of(int(generated.max()) + 1)) == self.terminal
+        generated = generated.to(self.device)
+        tables = self.tables(max(int(generated.max()) + 1, int(self.vocab_ids.max()) + 1))
+        terminal = tables.terminal[tables.depth(generated.shape[1])]
+        if terminal is None:
+            return torch.zeros(generated.shape[0], dtype=torch.bool, device=generated.device)
+        return tables.walk(generated) == terminal
 
-    def logits_processor(self) -> "SidLogitsProcessor":
-        return SidLogitsProcessor(self)
+    def logits_processor(self, reuse_output: bool = True) -> "SidLogitsProcessor":
+        return SidLogitsProcessor(self, reuse_output=reuse_output)
+
+    def claim_scratch(self, scores: torch.Tensor, owner: object) -> "Scratch":
+        """The output buffers for tensors like ``scores``, now owned by ``owner``.
+
+        Kept across generate calls, so their pages are allocated and touched once rather than per call. One
+        set per constraint: a processor that finds it claimed by another one masks its own scores instead.
+        """
+        scratch = self._scratch
+        if scratch is None or not scratch.fits(scores):
+            scratch = self._scratch = Scratch(scores.shape, scores.dtype, scores.device)
+        scratch.owner = owner
+        return scratch
+
+
+@dataclass
+class Scratch:
+    """One rows x vocabulary output buffer per depth, made on first use.
+
+    Buffer ``d`` is -inf everywhere except the tokens depth ``d`` allows, and every step at depth ``d``
+    overwrites those whole: no step ever has to wipe what an earlier step wrote. The price is memory, one
+    scores-sized tensor per depth (6 for 3-token SIDs: 6 x 800 rows x 152k tokens x 4 bytes = 2.9 GB for
+    16 prompts x 50 beams over Qwen's vocabulary).
+    """
+
+    shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
+    buffers: dict[int, torch.Tensor] = field(default_factory=dict)
+    owner: object = None
+
+    def fits(self, scores: torch.Tensor) -> bool:
+        return (self.shape, self.dtype, self.device) == (scores.shape, scores.dtype, scores.device)
+
+    def buffer(self, depth: int) -> torch.Tensor:
+        if depth not in self.buffers:
+            # A normal tensor, not an inference tensor: generate may run under inference_mode or not.
+            with torch.inference_mode(False):
+                self.buffers[depth] = torch.full(self.shape, NEG_INF, dtype=self.dtype, device=self.device)
+        return self.buffers[depth]
+
+
+@dataclass
+class DepthTables:
+    """The trie cut into depths, for one vocabulary size, on the constraint's device.
+
+    At depth ``d`` the nodes are ``[DEAD] + frontier[d]`` (local ids) and the allowed tokens are ``columns[d]``
+    (the compact tokens some node there allows; local column = position, one more column for "any other
+    token"). ``transitions`` is every depth's (nodes x (columns + 1)) table of local ids at the next depth,
+    flattened; ``token_column[d * vocab_size + token]`` is the flat offset of depth ``d``'s block plus the
+    token's local column, so one step of the walk is an ``add`` and an ``index_select``. ``penalties[d]`` is
+    (nodes x columns), 0 or -inf. ``writes[d]``: runs ``(vocab start, local column, length)`` of the allowed
+    tokens; ``fills[d]``: the vocabulary ranges outside them. Depths past the last use the last (the terminal
+    node's).
+    """
+
+    vocab_size: int
+    token_column: torch.Tensor
+    transitions: torch.Tensor
+    widths: list[int]
+    penalties: list[torch.Tensor]
+    terminal: list[int | None]
+    writes: list[list[tuple[int, int, int]]]
+    fills: list[list[tuple[int, int]]]
+    _offsets: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, constraint: SidConstraint, vocab_size: int) -> "DepthTables":
+        next_node, vocab_ids = constraint.next_node, constraint.vocab_ids
+        frontiers = constraint.frontiers()
+        local = []  # per depth: global node -> local id (0 = DEAD)
+        for frontier in frontiers:
+            table = torch.zeros(next_node.shape[0], dtype=torch.int32)
+            table[frontier] = torch.arange(1, len(frontier) + 1, dtype=torch.int32)
+            local.append(table)
+        blocks, penalties, widths, writes, columns_of, offset = [], [], [], [], [], 0
+        token_column = torch.empty(len(frontiers), vocab_size, dtype=torch.int32)
+        for depth, frontier in enumerate(frontiers):
+            columns = (next_node[frontier, :-1] != DEAD).any(0).nonzero().flatten()
+            following = local[min(depth + 1, len(frontiers) - 1)]
+            block = torch.zeros(len(frontier) + 1, len(columns) + 1, dtype=torch.int32)
+            block[1:, :-1] = following[next_node[frontier][:, columns].long()]
+            # Depth 0 has one live node, the root (local id 1): fold its row offset in, saving an add per step.
+            start = offset + (ROOT * (len(columns) + 1) if depth == 0 else 0)
+            token_column[depth] = start + len(columns)
+            token_column[depth, vocab_ids[columns]] = start + torch.arange(len(columns), dtype=torch.int32)
+            blocks.append(block.flatten())
+            penalties.append(torch.zeros(block.shape[0], len(columns)).masked_fill_(block[:, :-1] == DEAD, NEG_INF))
+            widths.append(block.shape[1])
+            writes.append(vocab_runs(vocab_ids[columns].tolist()))
+            offset += block.numel()
+        device = constraint.device
+        return cls(
+            vocab_size=vocab_size,
+            token_column=token_column.to(device),
+            transitions=torch.cat(blocks).to(device),
+            widths=widths,
+            penalties=[penalty.to(device) for penalty in penalties],
+            terminal=[int(table[constraint.terminal]) or None for table in local],
+            writes=writes,
+            fills=[complement(runs, vocab_size) for runs in writes],
+        )
+
+    def depth(self, step: int) -> int:
+        return min(step, len(self.widths) - 1)
+
+    def walk(self, generated: torch.Tensor) -> torch.Tensor:
+        """Local id, at depth ``generated.shape[1]``, of the node each row of ``generated`` (token ids) reached."""
+        rows, steps = generated.shape
+        if steps == 0:
+            return torch.full((rows,), ROOT, dtype=torch.int32, device=generated.device)  # local id of the root too
+        if steps not in self._offsets:
+            self._offsets[steps] = torch.tensor([[self.depth(step) * self.vocab_size] for step in range(steps)],
+                                                device=generated.device)
+        # steps x rows, so that each step's column is contiguous; int32 throughout, so nothing is converted.
+        first, *rest = torch.take(self.token_column, generated.T + self._offsets[steps]).unbind(0)
+        state = self.transitions.index_select(0, first)
+        for step, columns in enumerate(rest, start=1):
+            state = self.transitions.index_select(0, torch.add(columns, state, alpha=self.widths[self.depth(step)]))
+        return state
+
+
+def vocab_runs(tokens: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Runs ``(vocab start, position, length)`` of consecutive token ids in the sorted list ``tokens``."""
+    runs: list[list[int]] = []
+    for position, token in enumerate(tokens):
+        if runs and runs[-1][0] + runs[-1][2] == token:
+            runs[-1][2] += 1
+        else:
+            runs.append([token, position, 1])
+    return [tuple(run) for run in runs]
+
+
+def complement(runs: Sequence[tuple[int, int, int]], vocab_size: int) -> list[tuple[int, int]]:
+    """Vocabulary ranges ``(start, stop)`` not covered by ``runs``."""
+    ranges, previous = [], 0
+    for start, _, length in sorted(runs):
+        if previous < start:
+            ranges.append((previous, start))
+        previous = start + length
+    return ranges + ([(previous, vocab_size)] if previous < vocab_size else [])
 
 
 class SidLogitsProcessor(LogitsProcessor):
     """Masks every token that does not continue a catalogue SID; one instance per ``generate`` call.
 
-    It writes into the scores it is given (beam search hands it a fresh log-softmax each step): a copy would
-    double the memory traffic of a step that is already just one pass over (rows x vocabulary).
+    It returns one of the constraint's buffers (:class:`Scratch`), -inf everywhere except the slice this step
+    allows, which it overwrites. The buffers outlive the call: that is safe because generate reads the
+    processed scores and copies what it keeps (beam search clones them for ``output_scores``). Pass
+    ``reuse_output=False`` where a caller keeps each step's tensor by reference after the call (sampling with
+    ``output_scores``): every step then masks the scores it is given in place and returns them.
+
+    Rows in the DEAD state get -inf everywhere; :meth:`check` counts them after generation (one host sync)
+    instead of at every step.
     """
 
-    def __init__(self, constraint: SidConstraint):
+    def __init__(self, constraint: SidConstraint, reuse_output: bool = True):
         self.constraint = constraint
+        self.reuse_output = reuse_output
         self.start: int | None = None
         self.calls = 0
-        self.dead_rows = torch.zeros((), dtype=torch.long, device=constraint.device)
-        self._compact_of: torch.Tensor | None = None
-        self._runs: list[tuple[int, int, int]] = []
-        self._gaps: list[tuple[int, int]] = []
+        self.tables: DepthTables | None = None
+        self._scratch: Scratch | None = None
+        self._states: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        """Mask ``scores`` in place (and return them): -inf for every token the row's SID prefix forbids."""
+        """Masked scores: -inf for every token the row's SID prefix forbids, the given log-prob elsewhere."""
         if self.start is None:
             self.start = input_ids.shape[1]
-            self._compact_of, self._runs, self._gaps = self.constraint.vocab_tables(scores.shape[-1])
+            self.tables = self.constraint.tables(scores.shape[-1])
+            if self.reuse_output:
+                self._scratch = self.constraint.claim_scratch(scores, owner=self)
         if input_ids.shape[1] != self.start + self.calls:
             raise ConstraintViolation(
                 f"constraint processor called with {input_ids.shape[1]} tokens, expected {self.start + self.calls}: "
                 "use a fresh processor (SidConstraint.logits_processor()) for every generate call"
             )
+        tables, step = self.tables, self.calls
+        depth = tables.depth(step)
         self.calls += 1
-        state = self.constraint.walk(input_ids[:, self.start:], self._compact_of)
-        self.dead_rows += (state == DEAD).sum()
-        penalty = self.constraint.penalty.index_select(0, state).to(scores.dtype)
-        for start, stop in self._gaps:
-            scores[:, start:stop] = float("-inf")
-        for start, compact, length in self._runs:
-            scores[:, start:start + length] += penalty[:, compact:compact + length]
+        if step == 0:  # every row is at the root: one penalty row for all
+            allowed = tables.penalties[0][ROOT:ROOT + 1]
+        else:
+            state = tables.walk(input_ids[:, self.start:])
+            self._states.append(state)
+            allowed = tables.penalties[depth].index_select(0, state)
+        out = self._output(scores, depth)
+        for start, column, length in tables.writes[depth]:
+            stop = start + length
+            torch.add(scores[:, start:stop], allowed[:, column:column + length], out=out[:, start:stop])
+        return out
+
+    def _output(self, scores: torch.Tensor, depth: int) -> torch.Tensor:
+        """The tensor to write this step's slice into, -inf everywhere else already."""
+        scratch = self._scratch
+        if scratch is not None and scratch.owner is self and scratch.fits(scores):
+            return scratch.buffer(depth)
+        for start, stop in self.tables.fills[depth]:  # no buffers of our own (any more): mask in place
+            scores[:, start:stop] = NEG_INF
         return scores
 
     def check(self) -> None:
         """Raise :class:`ConstraintViolation` if any row was ever in an unknown state (one host sync)."""
-        dead = int(self.dead_rows)
+        dead = int((torch.stack(self._states) == DEAD).sum()) if self._states else 0
         if dead:
             raise ConstraintViolation(
                 f"{dead} beam rows left the SID grammar during constrained decoding (all their tokens were masked)"

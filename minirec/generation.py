@@ -86,7 +86,8 @@ def generate_constrained(model, input_ids, attention_mask, constraint, config: G
     import torch
     from transformers import LogitsProcessorList
 
-    processor = constraint.logits_processor()
+    # Sampling keeps each step's processed scores by reference when asked for them; beam search copies them.
+    processor = constraint.logits_processor(reuse_output=config.num_beams > 1 or not config.output_scores)
     with isolated_generation_config(model, config), torch.inference_mode():
         output = model.generate(
             input_ids=input_ids,

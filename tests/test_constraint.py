@@ -172,3 +172,96 @@ def test_checkpoint_sampling_defaults_cannot_leak_into_beam_search(tiny_industri
         assert torch.equal(generated, runs[0][0])
         assert torch.equal(scores, runs[0][1])
     assert leaky.generation_config.do_sample  # the model's own config is restored afterwards
+
+
+def _reference_allowed(sequences, newline, eos, generated) -> set[int]:
+    """Tokens a row may take next, from a plain prefix dict over the SID token lists (no tries, no tensors)."""
+    endings = [list(seq) + list(newline) + [eos] for seq in sequences]
+    step = len(generated)
+    allowed = {ending[step] for ending in endings if len(ending) > step and ending[:step] == list(generated)}
+    if any(ending == list(generated[:len(ending)]) and len(generated) >= len(ending) for ending in endings):
+        allowed.add(eos)  # finished: EOS (= pad here) may repeat
+    return allowed
+
+
+class _Recorder:
+    """Runs the processor under test and keeps, per step, the rows' generated tokens and the finite columns."""
+
+    def __init__(self, processor, sample_rows):
+        self.processor, self.sample_rows, self.steps, self.inputs, self.outputs = processor, sample_rows, [], [], []
+
+    def __call__(self, input_ids, scores):
+        self.inputs.append(id(scores))
+        out = self.processor(input_ids, scores)
+        start = self.processor.start
+        self.steps.append([(input_ids[row, start:].tolist(), set(torch.isfinite(out[row]).nonzero().flatten().tolist()))
+                           for row in self.sample_rows])
+        self.outputs.append(out)
+        return out
+
+
+@pytest.mark.parametrize("reuse_output", [True, False])
+def test_every_step_masks_exactly_the_reference_prefix_table(loaded, industrial, industrial_files, reuse_output):
+    """Real beam search, 2 prompts x 20 beams: at every step each sampled row's finite columns are exactly the
+    tokens a plain prefix dict allows."""
+    from transformers import LogitsProcessorList
+
+    from minirec.constraint import sid_token_ids
+    from minirec.generation import isolated_generation_config
+
+    model, tokenizer = loaded
+    constraint = SidConstraint.from_catalogue(industrial, tokenizer)
+    sequences = sid_token_ids(tokenizer, sorted(industrial.valid_sids))
+    newline, eos = tokenizer("\n", add_special_tokens=False).input_ids, tokenizer.eos_token_id
+    config = beam_generation_config(20, constraint.max_new_tokens, eos, eos)
+    recorder = _Recorder(constraint.logits_processor(reuse_output=reuse_output), sample_rows=range(0, 40, 3))
+    input_ids, attention_mask = _prompt_batch(tokenizer, industrial_files, 2)
+    with isolated_generation_config(model, config), torch.inference_mode():
+        model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                       logits_processor=LogitsProcessorList([recorder]))
+    recorder.processor.check()
+    assert len(recorder.steps) == constraint.max_new_tokens
+    for rows in recorder.steps:
+        for generated, finite in rows:
+            assert finite == _reference_allowed(sequences, newline, eos, generated), generated
+    # The constraint's buffer for each depth, or each step's own scores masked in place.
+    if reuse_output:
+        buffers = constraint._scratch.buffers
+        assert [id(out) for out in recorder.outputs] == [id(buffers[depth]) for depth in range(len(buffers))]
+    else:
+        assert [id(out) for out in recorder.outputs] == recorder.inputs
+
+
+def test_the_shared_buffer_never_leaks_between_generate_calls(loaded, industrial, industrial_files):
+    """A constraint's output buffer outlives its processors: later calls, interleaved processors and a call
+    cut short must give what a fresh constraint gives."""
+    model, tokenizer = loaded
+    eos = tokenizer.eos_token_id
+    shared = SidConstraint.from_catalogue(industrial, tokenizer)
+    config = beam_generation_config(10, shared.max_new_tokens, eos, eos)
+    first, second = _prompt_batch(tokenizer, industrial_files, 2), _prompt_batch(tokenizer, industrial_files, 3)
+    expected = generate_sid_beams(model, *second, SidConstraint.from_catalogue(industrial, tokenizer), config)
+
+    generate_sid_beams(model, *first, shared, config)
+    interrupted = shared.logits_processor()
+    scores = torch.randn(30, len(tokenizer)).log_softmax(-1)
+    interrupted(torch.zeros(30, 4, dtype=torch.long), scores.clone())  # a call abandoned after one step
+    for generated, beam_scores in [generate_sid_beams(model, *second, shared, config) for _ in range(2)]:
+        assert torch.equal(generated, expected[0]) and torch.equal(beam_scores, expected[1])
+
+    # Two processors at once: the one whose buffer was taken masks its own scores in place from then on.
+    a, b = shared.logits_processor(), shared.logits_processor()
+    first_level = split_sid(sorted(industrial.valid_sids)[0])[0]
+    first_token = tokenizer.convert_tokens_to_ids(first_level)
+    prompt = torch.zeros(30, 4, dtype=torch.long)
+    out_a = a(prompt, scores.clone())
+    out_b = b(prompt, scores.clone())
+    assert out_a is out_b  # b claimed the buffers a was using
+    step = torch.cat([prompt, torch.full((30, 1), first_token)], 1)
+    given = scores.clone()
+    out_a = a(step, given)
+    assert out_a is given and not torch.equal(out_a, out_b)
+    second_levels = {split_sid(sid)[1] for sid in industrial.valid_sids if split_sid(sid)[0] == first_level}
+    assert set(tokenizer.convert_ids_to_tokens(torch.isfinite(out_a[0]).nonzero().flatten().tolist())) == second_levels
+    assert torch.equal(b(step, scores.clone()), out_a)
+    a.check(), b.check()
