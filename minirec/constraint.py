@@ -183,17 +183,19 @@ class Scratch:
     shape: torch.Size
     dtype: torch.dtype
     device: torch.device
-    buffers: dict[int, torch.Tensor] = field(default_factory=dict)
+    buffers: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = field(default_factory=dict)
     owner: object = None
 
     def fits(self, scores: torch.Tensor) -> bool:
         return (self.shape, self.dtype, self.device) == (scores.shape, scores.dtype, scores.device)
 
-    def buffer(self, depth: int) -> torch.Tensor:
+    def buffer(self, depth: int, tables: "DepthTables") -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Depth ``depth``'s buffer and views of the slices a step writes (made once: views cost a dispatch)."""
         if depth not in self.buffers:
             # A normal tensor, not an inference tensor: generate may run under inference_mode or not.
             with torch.inference_mode(False):
-                self.buffers[depth] = torch.full(self.shape, NEG_INF, dtype=self.dtype, device=self.device)
+                buffer = torch.full(self.shape, NEG_INF, dtype=self.dtype, device=self.device)
+                self.buffers[depth] = buffer, [buffer[:, tokens] for tokens, _ in tables.slices[depth]]
         return self.buffers[depth]
 
 
@@ -219,6 +221,7 @@ class DepthTables:
     terminal: list[int | None]
     writes: list[list[tuple[int, int, int]]]
     fills: list[list[tuple[int, int]]]
+    slices: list[list[tuple[slice, slice | None]]]  # ``writes`` as (vocabulary, column) slices; None = all columns
     _offsets: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -256,6 +259,9 @@ class DepthTables:
             terminal=[int(table[constraint.terminal]) or None for table in local],
             writes=writes,
             fills=[complement(runs, vocab_size) for runs in writes],
+            slices=[[(slice(start, start + length), None if (column, length) == (0, width - 1)
+                      else slice(column, column + length)) for start, column, length in runs]
+                    for runs, width in zip(writes, widths)],
         )
 
     def depth(self, step: int) -> int:
@@ -341,25 +347,25 @@ class SidLogitsProcessor(LogitsProcessor):
             state = tables.walk(input_ids[:, self.start:])
             self._states.append(state)
             allowed = tables.penalties[depth].index_select(0, state)
-        out = self._output(scores, depth)
-        for start, column, length in tables.writes[depth]:
-            stop = start + length
-            torch.add(scores[:, start:stop], allowed[:, column:column + length], out=out[:, start:stop])
+        out, views = self._output(scores, depth)
+        for (tokens, columns), view in zip(tables.slices[depth], views):
+            torch.add(scores[:, tokens], allowed if columns is None else allowed[:, columns], out=view)
         return out
 
-    def _output(self, scores: torch.Tensor, depth: int) -> torch.Tensor:
-        """The tensor to write this step's slice into, -inf everywhere else already."""
-        scratch = self._scratch
-        if scratch is not None and scratch.owner is self and scratch.fits(scores):
-            return scratch.buffer(depth)
-        for start, stop in self.tables.fills[depth]:  # no buffers of our own (any more): mask in place
+    def _output(self, scores: torch.Tensor, depth: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The tensor to write this step's slices into (-inf everywhere else already) and views of those slices."""
+        scratch, tables = self._scratch, self.tables
+        if scratch is not None and scratch.owner is self and scratch.shape == scores.shape:
+            return scratch.buffer(depth, tables)
+        for start, stop in tables.fills[depth]:  # no buffers of our own (any more): mask in place
             scores[:, start:stop] = NEG_INF
-        return scores
+        return scores, [scores[:, tokens] for tokens, _ in tables.slices[depth]]
 
     def check(self) -> None:
         """Raise :class:`ConstraintViolation` if any row was ever in an unknown state (one host sync)."""
-        dead = int((torch.stack(self._states) == DEAD).sum()) if self._states else 0
-        if dead:
+        # DEAD is the smallest local id, so one min over every step's states tells whether any row died.
+        if self._states and int(torch.cat(self._states).min()) == DEAD:
+            dead = int((torch.stack(self._states) == DEAD).sum())
             raise ConstraintViolation(
                 f"{dead} beam rows left the SID grammar during constrained decoding (all their tokens were masked)"
             )

@@ -227,7 +227,7 @@ def test_every_step_masks_exactly_the_reference_prefix_table(loaded, industrial,
     # The constraint's buffer for each depth, or each step's own scores masked in place.
     if reuse_output:
         buffers = constraint._scratch.buffers
-        assert [id(out) for out in recorder.outputs] == [id(buffers[depth]) for depth in range(len(buffers))]
+        assert [id(out) for out in recorder.outputs] == [id(buffers[depth][0]) for depth in range(len(buffers))]
     else:
         assert [id(out) for out in recorder.outputs] == recorder.inputs
 
