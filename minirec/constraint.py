@@ -222,6 +222,8 @@ class DepthTables:
     writes: list[list[tuple[int, int, int]]]
     fills: list[list[tuple[int, int]]]
     slices: list[list[tuple[slice, slice | None]]]  # ``writes`` as (vocabulary, column) slices; None = all columns
+    first_node: torch.Tensor  # token id -> local id at depth 1 of the node it leads to from the root
+    root_penalty: torch.Tensor  # penalties[0] of the root, as a 1 x columns row
     _offsets: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -250,10 +252,11 @@ class DepthTables:
             writes.append(vocab_runs(vocab_ids[columns].tolist()))
             offset += block.numel()
         device = constraint.device
+        transitions = torch.cat(blocks)
         return cls(
             vocab_size=vocab_size,
             token_column=token_column.to(device),
-            transitions=torch.cat(blocks).to(device),
+            transitions=transitions.to(device),
             widths=widths,
             penalties=[penalty.to(device) for penalty in penalties],
             terminal=[int(table[constraint.terminal]) or None for table in local],
@@ -262,6 +265,8 @@ class DepthTables:
             slices=[[(slice(start, start + length), None if (column, length) == (0, width - 1)
                       else slice(column, column + length)) for start, column, length in runs]
                     for runs, width in zip(writes, widths)],
+            first_node=transitions[token_column[0].long()].to(device),
+            root_penalty=penalties[0][ROOT:ROOT + 1].to(device),
         )
 
     def depth(self, step: int) -> int:
@@ -272,6 +277,8 @@ class DepthTables:
         rows, steps = generated.shape
         if steps == 0:
             return torch.full((rows,), ROOT, dtype=torch.int32, device=generated.device)  # local id of the root too
+        if steps == 1:  # one lookup: token -> node after it
+            return self.first_node.index_select(0, generated[:, 0])
         if steps not in self._offsets:
             self._offsets[steps] = torch.tensor([[self.depth(step) * self.vocab_size] for step in range(steps)],
                                                 device=generated.device)
@@ -342,7 +349,7 @@ class SidLogitsProcessor(LogitsProcessor):
         depth = tables.depth(step)
         self.calls += 1
         if step == 0:  # every row is at the root: one penalty row for all
-            allowed = tables.penalties[0][ROOT:ROOT + 1]
+            allowed = tables.root_penalty
         else:
             state = tables.walk(input_ids[:, self.start:])
             self._states.append(state)
