@@ -140,14 +140,15 @@ def _per_step(times: list[tuple]) -> str:
 
 
 def _code_version() -> str:
-    """Short commit of the working tree, with ``+dirty`` when it has uncommitted changes."""
+    """Short commit of the working tree, with ``+dirty`` when tracked files other than RESULTS.md differ from it."""
     import subprocess
 
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/RESULTS.md")
+    return commit + ("+dirty" if changed else "")
 
 
 def main(argv=None) -> None:
