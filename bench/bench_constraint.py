@@ -62,16 +62,33 @@ class UpstreamConstrainedLogitsProcessor(LogitsProcessor):
         return scores + mask
 
 
+def get_hash(x):
+    """Upstream's key function, as written."""
+    x = [str(_) for _ in x]
+    return '-'.join(x)
+
+
 def upstream_prefix_table(tokenizer, catalogue: Catalogue) -> tuple[dict, int]:
-    """``hash("-".join(ids)) -> allowed ids`` over ``"### Response:\\n{sid}\\n" + EOS`` (evaluate.py:61-69)."""
+    """``get_hash(ids) -> allowed ids`` over ``"### Response:\\n{sid}\\n" + EOS`` (evaluate.py:61-69): sets of
+    allowed ids turned into lists, as upstream does."""
     prefix_index = len(tokenizer("### Response:\n", add_special_tokens=False).input_ids)
     table = defaultdict(set)
     for sid, _, _ in catalogue.info_lines:
         ids = tokenizer(f"### Response:\n{sid}\n", add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         for i in range(prefix_index, len(ids)):
             key = ids[:i] if i == prefix_index else ids[prefix_index:i]
-            table["-".join(map(str, key))].add(ids[i])
-    return {key: sorted(values) for key, values in table.items()}, prefix_index
+            table[get_hash(key)].add(ids[i])
+    return {key: list(values) for key, values in table.items()}, prefix_index
+
+
+def upstream_allowed_fn(hash_dict):
+    """Upstream's ``prefix_allowed_tokens_fn`` (evaluate.py), as written."""
+    def prefix_allowed_tokens_fn(batch_id, input_ids):
+        hash_number = get_hash(input_ids)
+        if hash_number in hash_dict:
+            return hash_dict[hash_number]
+        return []
+    return prefix_allowed_tokens_fn
 
 
 class Timed(LogitsProcessor):
@@ -100,7 +117,7 @@ def run_variant(name, model, batch, config, constraint, upstream_table):
         timed = Timed(constraint.logits_processor())
     elif name == "upstream":
         table, prefix_index = upstream_table
-        timed = Timed(UpstreamConstrainedLogitsProcessor(lambda _, key: table.get("-".join(map(str, key)), []),
+        timed = Timed(UpstreamConstrainedLogitsProcessor(upstream_allowed_fn(table),
                                                          config.num_beams, prefix_index))
     if timed is not None:
         processors.append(timed)

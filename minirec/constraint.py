@@ -255,7 +255,7 @@ class DepthTables:
         transitions = torch.cat(blocks)
         return cls(
             vocab_size=vocab_size,
-            token_column=token_column.to(device),
+            token_column=token_column.flatten().to(device),
             transitions=transitions.to(device),
             widths=widths,
             penalties=[penalty.to(device) for penalty in penalties],
@@ -280,13 +280,14 @@ class DepthTables:
         if steps == 1:  # one lookup: token -> node after it
             return self.first_node.index_select(0, generated[:, 0])
         if steps not in self._offsets:
-            self._offsets[steps] = torch.tensor([[self.depth(step) * self.vocab_size] for step in range(steps)],
+            self._offsets[steps] = torch.tensor([self.depth(step) * self.vocab_size for step in range(steps)],
                                                 device=generated.device)
-        # steps x rows, so that each step's column is contiguous; int32 throughout, so nothing is converted.
-        first, *rest = torch.take(self.token_column, generated.T + self._offsets[steps]).unbind(0)
-        state = self.transitions.index_select(0, first)
-        for step, columns in enumerate(rest, start=1):
-            state = self.transitions.index_select(0, torch.add(columns, state, alpha=self.widths[self.depth(step)]))
+        # Only add and index_select: on CPU each kind of op costs its own cold start at every decoding step.
+        columns = self.token_column.index_select(0, (generated + self._offsets[steps]).view(-1)).view(rows, steps)
+        state = self.transitions.index_select(0, columns[:, 0])
+        for step in range(1, steps):
+            flat = torch.add(columns[:, step], state, alpha=self.widths[self.depth(step)])
+            state = self.transitions.index_select(0, flat)
         return state
 
 
