@@ -270,6 +270,24 @@ def _reported(column: str, history_column: str | None = None, **more: str) -> di
     return {"column": column, **({"history_column": history_column} if history_column else {}), **more}
 
 
+def _agrees_with_catalogue(reported) -> list[gxe.Expectation]:
+    """``sid`` and ``title`` equal index.json's SID and item.json's title for ``item_id``.
+
+    Split entries and info lines check the same thing and differ only in the file column a failure names:
+    ``reported(name, **more)`` builds that ``meta``.
+    """
+    return [
+        gxe.ExpectColumnPairValuesToBeEqual(
+            column_A="sid", column_B="index_sid", **PAIR, description="equals index.json's SID of the item id",
+            meta=reported("sid", evidence="index.json has {index_sid!r} for item {item_id}"),
+        ),
+        gxe.ExpectColumnPairValuesToBeEqual(
+            column_A="title", column_B="catalogue_title", **PAIR, description="equals item.json's title of the item id",
+            meta=reported("title", evidence="item.json has {catalogue_title!r} for item {item_id}"),
+        ),
+    ]
+
+
 def columns_check() -> Check:
     return Check(_suite("columns", gxe.ExpectTableColumnsToMatchSet(
         column_set=list(SPLIT_COLUMNS), exact_match=True,
@@ -317,14 +335,7 @@ def entries_check() -> Check:
         gxe.ExpectColumnValuesToMatchRegex(
             column="sid", regex=SID_REGEX, description=f"matches {SID_PATTERN}", meta=field("sid"),
         ),
-        gxe.ExpectColumnPairValuesToBeEqual(
-            column_A="sid", column_B="index_sid", **PAIR, description="equals index.json's SID of the item id",
-            meta=field("sid", evidence="index.json has {index_sid!r} for item {item_id}"),
-        ),
-        gxe.ExpectColumnPairValuesToBeEqual(
-            column_A="title", column_B="catalogue_title", **PAIR, description="equals item.json's title of the item id",
-            meta=field("title", evidence="item.json has {catalogue_title!r} for item {item_id}"),
-        ),
+        *_agrees_with_catalogue(field),
     ), ("line", "position", "item_id"))
 
 
@@ -350,14 +361,7 @@ def info_check() -> Check:
         gxe.ExpectColumnValuesToNotBeNull(
             column="index_sid", description="is an item id of index.json", meta=_reported("item_id", value="item_id"),
         ),
-        gxe.ExpectColumnPairValuesToBeEqual(
-            column_A="sid", column_B="index_sid", **PAIR, description="equals index.json's SID of the item id",
-            meta=_reported("sid", evidence="index.json has {index_sid!r} for item {item_id}"),
-        ),
-        gxe.ExpectColumnPairValuesToBeEqual(
-            column_A="title", column_B="catalogue_title", **PAIR, description="equals item.json's title of the item id",
-            meta=_reported("title", evidence="item.json has {catalogue_title!r} for item {item_id}"),
-        ),
+        *_agrees_with_catalogue(_reported),
     ), ("line", "item_id"))
 
 
