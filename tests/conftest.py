@@ -59,3 +59,19 @@ def tiny_industrial(tmp_path_factory):
     if not (target / "config.json").exists():
         build_tiny_model(INDUSTRIAL, target, seed=0)
     return target
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_industrial):
+    """The tiny Industrial model and its tokenizer, loaded once per test module; tests only read them."""
+    from minirec.models import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(tiny_industrial)
+
+
+@pytest.fixture(scope="module")
+def industrial_catalogue(industrial_files):
+    """The bundled Industrial catalogue (SIDs, titles, info lines), loaded once per test module."""
+    from minirec.data import Catalogue
+
+    return Catalogue.load(industrial_files)

@@ -18,16 +18,6 @@ from minirec.models import add_sid_tokens, load_model_and_tokenizer
 from minirec.sid import split_sid
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny_industrial):
-    return load_model_and_tokenizer(tiny_industrial)
-
-
-@pytest.fixture(scope="module")
-def industrial(industrial_files):
-    return Catalogue.load(industrial_files)
-
-
 def _prompt_batch(tokenizer, files, rows: int, phrasing: str = "test"):
     frame = read_split(files.test).head(rows)
     return left_pad(encode_prompts(tokenizer, split_prompts(frame, phrasing)), tokenizer.eos_token_id, "cpu")
@@ -38,11 +28,13 @@ def _decode(tokenizer, generated, num_beams):
     return [texts[i:i + num_beams] for i in range(0, len(texts), num_beams)]
 
 
-def test_fifty_beams_are_fifty_distinct_catalogue_sids_with_only_48_first_tokens(loaded, industrial, industrial_files):
-    model, tokenizer = loaded
-    first_tokens = {split_sid(sid)[0] for sid in industrial.valid_sids}
+def test_fifty_beams_are_fifty_distinct_catalogue_sids_with_only_48_first_tokens(
+    tiny_loaded, industrial_catalogue, industrial_files,
+):
+    model, tokenizer = tiny_loaded
+    first_tokens = {split_sid(sid)[0] for sid in industrial_catalogue.valid_sids}
     assert len(first_tokens) == 48  # fewer than the 50 beams: two beams must fall out at step 0
-    constraint = SidConstraint.from_catalogue(industrial, tokenizer)
+    constraint = SidConstraint.from_catalogue(industrial_catalogue, tokenizer)
     config = beam_generation_config(50, constraint.max_new_tokens, tokenizer.eos_token_id, tokenizer.eos_token_id)
     generated, scores = generate_sid_beams(model, *_prompt_batch(tokenizer, industrial_files, 3), constraint, config)
 
@@ -50,7 +42,7 @@ def test_fifty_beams_are_fifty_distinct_catalogue_sids_with_only_48_first_tokens
     assert torch.isfinite(scores).all()
     for ranked, beam_scores in zip(_decode(tokenizer, generated, 50), scores.view(3, 50)):
         assert len(ranked) == len(set(ranked)) == 50
-        assert set(ranked) <= industrial.valid_sids
+        assert set(ranked) <= industrial_catalogue.valid_sids
         assert torch.all(beam_scores[:-1] >= beam_scores[1:])  # best first
 
 
@@ -99,10 +91,10 @@ def test_variable_length_sids_with_a_fourth_token(tiny_industrial, industrial_fi
         assert sorted(ranked) == sorted(catalogue.valid_sids)
 
 
-def test_fails_closed_on_a_state_outside_the_grammar(loaded, industrial):
-    _, tokenizer = loaded
-    constraint = SidConstraint.from_catalogue(industrial, tokenizer)
-    valid_first = tokenizer.convert_tokens_to_ids(split_sid(sorted(industrial.valid_sids)[0])[0])
+def test_fails_closed_on_a_state_outside_the_grammar(tiny_loaded, industrial_catalogue):
+    _, tokenizer = tiny_loaded
+    constraint = SidConstraint.from_catalogue(industrial_catalogue, tokenizer)
+    valid_first = tokenizer.convert_tokens_to_ids(split_sid(sorted(industrial_catalogue.valid_sids)[0])[0])
     off_grammar = tokenizer("hello", add_special_tokens=False).input_ids[0]
     processor = constraint.logits_processor()
     prompt = torch.full((2, 4), 7)
@@ -117,9 +109,9 @@ def test_fails_closed_on_a_state_outside_the_grammar(loaded, industrial):
         processor(torch.full((2, 9), 7), torch.zeros(2, len(tokenizer)))
 
 
-def test_masks_do_not_depend_on_the_prompt_length(loaded, industrial, industrial_files):
-    model, tokenizer = loaded
-    constraint = SidConstraint.from_catalogue(industrial, tokenizer)
+def test_masks_do_not_depend_on_the_prompt_length(tiny_loaded, industrial_catalogue, industrial_files):
+    model, tokenizer = tiny_loaded
+    constraint = SidConstraint.from_catalogue(industrial_catalogue, tokenizer)
     prefix = tokenizer.convert_tokens_to_ids(["<a_68>", "<b_241>"])
     scores = torch.randn(1, len(tokenizer)).log_softmax(-1)
     masks = []
@@ -130,7 +122,7 @@ def test_masks_do_not_depend_on_the_prompt_length(loaded, industrial, industrial
         masked = processor(torch.tensor([[0] * prompt_length + prefix]), scores.clone())
         masks.append(torch.isfinite(masked))
     assert torch.equal(masks[0], masks[1]) and torch.equal(masks[1], masks[2])
-    expected = {split_sid(sid)[2] for sid in industrial.valid_sids if sid.startswith("<a_68><b_241>")}
+    expected = {split_sid(sid)[2] for sid in industrial_catalogue.valid_sids if sid.startswith("<a_68><b_241>")}
     assert set(tokenizer.convert_ids_to_tokens(masks[0][0].nonzero().flatten().tolist())) == expected
     assert torch.equal(masked[masks[2]], scores[masks[2]])  # allowed tokens keep their log-probabilities
 
@@ -140,22 +132,24 @@ def test_masks_do_not_depend_on_the_prompt_length(loaded, industrial, industrial
         ids = tokenizer(text, add_special_tokens=False).input_ids or [tokenizer.eos_token_id]
         generated, _ = generate_sid_beams(model, torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long),
                                           constraint, config)
-        assert set(_decode(tokenizer, generated, 8)[0]) <= industrial.valid_sids
+        assert set(_decode(tokenizer, generated, 8)[0]) <= industrial_catalogue.valid_sids
 
 
 SAMPLING_DEFAULTS = dict(do_sample=True, temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=1.1)
 
 
-def test_checkpoint_sampling_defaults_cannot_leak_into_beam_search(tiny_industrial, loaded, industrial, industrial_files, tmp_path):
+def test_checkpoint_sampling_defaults_cannot_leak_into_beam_search(
+    tiny_industrial, tiny_loaded, industrial_catalogue, industrial_files, tmp_path,
+):
     leaky_dir = tmp_path / "leaky"
     shutil.copytree(tiny_industrial, leaky_dir)
     settings = json.loads((leaky_dir / "generation_config.json").read_text())
     (leaky_dir / "generation_config.json").write_text(json.dumps({**settings, **SAMPLING_DEFAULTS}))
     leaky, tokenizer = load_model_and_tokenizer(leaky_dir)
-    clean, _ = loaded
+    clean, _ = tiny_loaded
     assert leaky.generation_config.do_sample and leaky.generation_config.top_k == 20
 
-    constraint = SidConstraint.from_catalogue(industrial, tokenizer)
+    constraint = SidConstraint.from_catalogue(industrial_catalogue, tokenizer)
     eos = tokenizer.eos_token_id
     # Upstream's config (spec 6.3) leaves the sampling fields unset, so the checkpoint's defaults fill them in.
     upstream = GenerationConfig(num_beams=20, num_return_sequences=20, length_penalty=0.0,
@@ -201,7 +195,9 @@ class _Recorder:
 
 
 @pytest.mark.parametrize("reuse_output", [True, False])
-def test_every_step_masks_exactly_the_reference_prefix_table(loaded, industrial, industrial_files, reuse_output):
+def test_every_step_masks_exactly_the_reference_prefix_table(
+    tiny_loaded, industrial_catalogue, industrial_files, reuse_output,
+):
     """Real beam search, 2 prompts x 20 beams: at every step each sampled row's finite columns are exactly the
     tokens a plain prefix dict allows."""
     from transformers import LogitsProcessorList
@@ -209,9 +205,9 @@ def test_every_step_masks_exactly_the_reference_prefix_table(loaded, industrial,
     from minirec.constraint import sid_token_ids
     from minirec.generation import isolated_generation_config
 
-    model, tokenizer = loaded
-    constraint = SidConstraint.from_catalogue(industrial, tokenizer)
-    sequences = sid_token_ids(tokenizer, sorted(industrial.valid_sids))
+    model, tokenizer = tiny_loaded
+    constraint = SidConstraint.from_catalogue(industrial_catalogue, tokenizer)
+    sequences = sid_token_ids(tokenizer, sorted(industrial_catalogue.valid_sids))
     newline, eos = tokenizer("\n", add_special_tokens=False).input_ids, tokenizer.eos_token_id
     config = beam_generation_config(20, constraint.max_new_tokens, eos, eos)
     recorder = _Recorder(constraint.logits_processor(reuse_output=reuse_output), sample_rows=range(0, 40, 3))
@@ -232,15 +228,15 @@ def test_every_step_masks_exactly_the_reference_prefix_table(loaded, industrial,
         assert [id(out) for out in recorder.outputs] == recorder.inputs
 
 
-def test_the_shared_buffer_never_leaks_between_generate_calls(loaded, industrial, industrial_files):
+def test_the_shared_buffer_never_leaks_between_generate_calls(tiny_loaded, industrial_catalogue, industrial_files):
     """A constraint's output buffer outlives its processors: later calls, interleaved processors and a call
     cut short must give what a fresh constraint gives."""
-    model, tokenizer = loaded
+    model, tokenizer = tiny_loaded
     eos = tokenizer.eos_token_id
-    shared = SidConstraint.from_catalogue(industrial, tokenizer)
+    shared = SidConstraint.from_catalogue(industrial_catalogue, tokenizer)
     config = beam_generation_config(10, shared.max_new_tokens, eos, eos)
     first, second = _prompt_batch(tokenizer, industrial_files, 2), _prompt_batch(tokenizer, industrial_files, 3)
-    expected = generate_sid_beams(model, *second, SidConstraint.from_catalogue(industrial, tokenizer), config)
+    expected = generate_sid_beams(model, *second, SidConstraint.from_catalogue(industrial_catalogue, tokenizer), config)
 
     generate_sid_beams(model, *first, shared, config)
     interrupted = shared.logits_processor()
@@ -251,7 +247,7 @@ def test_the_shared_buffer_never_leaks_between_generate_calls(loaded, industrial
 
     # Two processors at once: the one whose buffer was taken masks its own scores in place from then on.
     a, b = shared.logits_processor(), shared.logits_processor()
-    first_level = split_sid(sorted(industrial.valid_sids)[0])[0]
+    first_level = split_sid(sorted(industrial_catalogue.valid_sids)[0])[0]
     first_token = tokenizer.convert_tokens_to_ids(first_level)
     prompt = torch.zeros(30, 4, dtype=torch.long)
     out_a = a(prompt, scores.clone())
@@ -261,7 +257,7 @@ def test_the_shared_buffer_never_leaks_between_generate_calls(loaded, industrial
     given = scores.clone()
     out_a = a(step, given)
     assert out_a is given and not torch.equal(out_a, out_b)
-    second_levels = {split_sid(sid)[1] for sid in industrial.valid_sids if split_sid(sid)[0] == first_level}
+    second_levels = {split_sid(sid)[1] for sid in industrial_catalogue.valid_sids if split_sid(sid)[0] == first_level}
     assert set(tokenizer.convert_ids_to_tokens(torch.isfinite(out_a[0]).nonzero().flatten().tolist())) == second_levels
     assert torch.equal(b(step, scores.clone()), out_a)
     a.check(), b.check()

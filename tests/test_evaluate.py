@@ -6,22 +6,10 @@ import pandas as pd
 import pytest
 
 from minirec.beams import read_predictions
-from minirec.data import Catalogue
 from minirec.evaluate import ShardMismatchError, evaluate_model
-from minirec.models import load_model_and_tokenizer
 from minirec.score import score_predictions
 
 CATEGORY = "Industrial_and_Scientific"
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_industrial):
-    return load_model_and_tokenizer(tiny_industrial)
-
-
-@pytest.fixture(scope="module")
-def catalogue(industrial_files):
-    return Catalogue.load(industrial_files)
 
 
 def _evaluate(loaded, files, catalogue, out, **options):
@@ -30,14 +18,15 @@ def _evaluate(loaded, files, catalogue, out, **options):
     return evaluate_model(model, tokenizer, files, catalogue, out_dir=out, **settings)
 
 
-def test_parquet_and_upstream_json_hold_the_same_predictions_and_score_alike(loaded, industrial_files, catalogue,
-                                                                            tmp_path):
-    beams, scores = _evaluate(loaded, industrial_files, catalogue, tmp_path)
+def test_parquet_and_upstream_json_hold_the_same_predictions_and_score_alike(
+    tiny_loaded, industrial_files, industrial_catalogue, tmp_path,
+):
+    beams, scores = _evaluate(tiny_loaded, industrial_files, industrial_catalogue, tmp_path)
     test_rows = pd.read_csv(industrial_files.test, dtype=str, keep_default_na=False).head(12)
     assert beams["row"].tolist() == list(range(12))
     assert beams["user_id"].tolist() == test_rows["user_id"].tolist()
     assert beams["target"].tolist() == test_rows["item_sid"].tolist()
-    assert all(len(set(p)) == 10 and set(p) <= catalogue.valid_sids for p in beams["predict"])
+    assert all(len(set(p)) == 10 and set(p) <= industrial_catalogue.valid_sids for p in beams["predict"])
     assert scores.invalid_all == 0 and scores.n == 12
 
     parquet = read_predictions(tmp_path / "beams.parquet")
@@ -45,8 +34,8 @@ def test_parquet_and_upstream_json_hold_the_same_predictions_and_score_alike(loa
     assert [list(p) for p in parquet["predict"]] == [list(p) for p in upstream["predict"]]
     assert parquet["target"].tolist() == upstream["target"].str.rstrip("\n").tolist()
     assert upstream["prompt"].tolist() == parquet["prompt"].tolist()
-    from_json = score_predictions(upstream, catalogue)
-    from_parquet = score_predictions(parquet, catalogue)
+    from_json = score_predictions(upstream, industrial_catalogue)
+    from_parquet = score_predictions(parquet, industrial_catalogue)
     assert from_json.metrics == from_parquet.metrics == scores.metrics
     assert (from_json.invalid, from_json.invalid_all) == (from_parquet.invalid, from_parquet.invalid_all)
 
@@ -55,30 +44,38 @@ class Interrupted(Exception):
     pass
 
 
-def test_an_interrupted_evaluation_resumes_to_the_same_result(loaded, industrial_files, catalogue, tmp_path):
+def test_an_interrupted_evaluation_resumes_to_the_same_result(
+    tiny_loaded, industrial_files, industrial_catalogue, tmp_path,
+):
     # batch 2 x 4 batches per shard = 8 rows per shard: 20 rows make 3 shards.
-    reference, _ = _evaluate(loaded, industrial_files, catalogue, tmp_path / "whole", limit=20)
+    reference, _ = _evaluate(tiny_loaded, industrial_files, industrial_catalogue, tmp_path / "whole", limit=20)
 
     def stop_after_two(index):
         if index == 1:
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        _evaluate(loaded, industrial_files, catalogue, tmp_path / "resumed", limit=20, on_shard=stop_after_two)
+        _evaluate(
+            tiny_loaded, industrial_files, industrial_catalogue, tmp_path / "resumed", limit=20,
+            on_shard=stop_after_two,
+        )
     assert sorted(p.name for p in (tmp_path / "resumed" / "shards").glob("*.parquet")) == ["00000.parquet", "00001.parquet"]
     assert not (tmp_path / "resumed" / "beams.parquet").exists()
 
     decoded = []
-    resumed, _ = _evaluate(loaded, industrial_files, catalogue, tmp_path / "resumed", limit=20, on_shard=decoded.append)
+    resumed, _ = _evaluate(
+        tiny_loaded, industrial_files, industrial_catalogue, tmp_path / "resumed", limit=20,
+        on_shard=decoded.append,
+    )
     assert decoded == [2]  # only the missing shard is decoded again
     pd.testing.assert_frame_equal(resumed, reference)
     assert (tmp_path / "resumed" / "beams.parquet").read_bytes() == (tmp_path / "whole" / "beams.parquet").read_bytes()
 
     with pytest.raises(ShardMismatchError, match="num_beams"):
-        _evaluate(loaded, industrial_files, catalogue, tmp_path / "resumed", limit=20, num_beams=5)
+        _evaluate(tiny_loaded, industrial_files, industrial_catalogue, tmp_path / "resumed", limit=20, num_beams=5)
 
 
-def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny_industrial, loaded, mlflow_uri, tmp_path):
+def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny_industrial, tiny_loaded, mlflow_uri, tmp_path):
     import mlflow
 
     from entrypoints.evaluate import main
@@ -86,7 +83,7 @@ def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny_industrial, load
     from minirec.tracking import start_run
 
     with start_run(category=CATEGORY, stage="sft", source="test", entry_point="sft") as sft_run:
-        log_hf_model(*loaded)
+        log_hf_model(*tiny_loaded)
     main(["--model", sft_run.info.run_id, "--category", CATEGORY, "--limit", "4", "--num_beams", "10",
           "--batch-size", "4", "--out", str(tmp_path / "out")])
 
