@@ -51,6 +51,16 @@ def add_sid_tokens(tokenizer, model, catalogue: Catalogue) -> int:
     return added
 
 
+def save_checkpoint(model, tokenizer, target: str | os.PathLike, mode: int | None = None) -> Path:
+    """Save ``model`` and ``tokenizer`` into ``target`` in the Hugging Face layout, swapped in whole."""
+    from minirec.atomic import atomic_directory
+
+    with atomic_directory(target, mode=mode) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    return Path(target)
+
+
 def build_tiny_model(category: str, out_dir: str | os.PathLike, data_dir=None, seed: int = 0) -> Path:
     """Build the tiny CPU stand-in model for ``category`` (see :mod:`minirec.tiny_model`); return its folder."""
     from minirec.tiny_model import build_tiny_model as build

@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -97,7 +95,7 @@ def build_tiny_model(category: str, out_dir: str | os.PathLike, data_dir=None, s
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    from minirec.models import add_sid_tokens
+    from minirec.models import add_sid_tokens, save_checkpoint
 
     files = locate(category, data_dir)
     catalogue = Catalogue.load(files)
@@ -109,25 +107,10 @@ def build_tiny_model(category: str, out_dir: str | os.PathLike, data_dir=None, s
     # The same call every real base model goes through; its mean-resizing draw uses the seeded RNG.
     add_sid_tokens(tokenizer, model, catalogue)
     model.generation_config = GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
-    return _save(model, tokenizer, Path(out_dir))
+    # A model folder is meant to be shared: not mkdtemp's owner-only mode.
+    return save_checkpoint(model, tokenizer, Path(out_dir), mode=0o755)
 
 
 def _iter_corpus(category: str, catalogue: Catalogue, train_csv: Path) -> Iterator[str]:
     yield from _item_texts(catalogue)
     yield from _prompt_texts(category, catalogue, train_csv)
-
-
-def _save(model, tokenizer, out_dir: Path) -> Path:
-    """Write into a sibling temp folder, then swap it in: ``out_dir`` is never half-written."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    staging.chmod(0o755)  # mkdtemp makes it owner-only; a model folder is meant to be shared
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir

@@ -27,8 +27,6 @@ import contextlib
 import dataclasses
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -255,25 +253,11 @@ def log_run_inputs(settings: GRPOSettings, policy: str, files, prompts, trainer)
     mlflow.log_dict(config.to_dict(), "rollout_generation_config.json")
 
 
-def save_final(trainer, tokenizer, output_dir: str | Path) -> Path:
-    """The final policy and tokenizer in ``output_dir/final_checkpoint`` (upstream's layout), swapped in whole."""
-    target = Path(output_dir) / FINAL_CHECKPOINT
-    staging = Path(tempfile.mkdtemp(prefix=f".{FINAL_CHECKPOINT}.", dir=Path(output_dir)))
-    try:
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.replace(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 def train_grpo(settings: GRPOSettings) -> str | None:
     """Run GRPO as described by ``settings``; return the MLflow run id (None on non-main processes)."""
     from minirec.data import Catalogue, locate
     from minirec.grpo.data import build_prompt_set
-    from minirec.models import log_hf_model
+    from minirec.models import log_hf_model, save_checkpoint
     from minirec.tracking import is_main_process, start_run
 
     device = resolve_device(settings)
@@ -303,7 +287,9 @@ def train_grpo(settings: GRPOSettings) -> str | None:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if run is None:
             return None
-        save_final(trainer, tokenizer, settings.output_dir)
+        # The final policy and tokenizer in upstream's layout.
+        save_checkpoint(trainer.accelerator.unwrap_model(trainer.model), tokenizer,
+                        Path(settings.output_dir) / FINAL_CHECKPOINT)
         if settings.log_model:
             log_hf_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer,
                          tags={"stage": STAGE, "category": settings.category})

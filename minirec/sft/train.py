@@ -157,26 +157,6 @@ def build_trainer(config: SFTConfig, prepared: PreparedModel, datasets: SFTDatas
                    callbacks=all_callbacks)
 
 
-def save_final(trainer, tokenizer, output_dir: str | Path) -> Path:
-    """Save the (best, after ``load_best_model_at_end``) model and tokenizer to ``output_dir/final_checkpoint``.
-
-    Written beside and renamed into place, so an interrupted save never leaves a half checkpoint.
-    """
-    import shutil
-    import tempfile
-
-    target = Path(output_dir) / FINAL_CHECKPOINT
-    staging = Path(tempfile.mkdtemp(prefix=f".{FINAL_CHECKPOINT}.", dir=Path(output_dir)))
-    try:
-        trainer.model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.replace(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 @dataclass
 class SFTResult:
     trainer: object
@@ -189,6 +169,8 @@ class SFTResult:
 def train_sft(config: SFTConfig, files, catalogue: Catalogue, *, resume_checkpoint: str | None = None,
               callbacks: Sequence = (), prepared: PreparedModel | None = None, save: bool = True) -> SFTResult:
     """Prepare the model and data, train (or continue from ``resume_checkpoint``), save the best model."""
+    from minirec.models import save_checkpoint
+
     device = resolve_device(config)
     prepared = prepared or prepare_model(config, catalogue, device)
     datasets = build_datasets(prepared.tokenizer, files, catalogue, tasks=config.tasks,
@@ -197,5 +179,7 @@ def train_sft(config: SFTConfig, files, catalogue: Catalogue, *, resume_checkpoi
                               shuffle_seed=config.shuffle_seed)
     trainer = build_trainer(config, prepared, datasets, device, callbacks)
     trainer.train(resume_from_checkpoint=resume_checkpoint or None)
-    final = save_final(trainer, prepared.tokenizer, config.output_dir) if save and trainer.is_world_process_zero() else None
+    # The best model (load_best_model_at_end) and its tokenizer, in upstream's layout.
+    final = (save_checkpoint(trainer.model, prepared.tokenizer, Path(config.output_dir) / FINAL_CHECKPOINT)
+             if save and trainer.is_world_process_zero() else None)
     return SFTResult(trainer, prepared, datasets, final, training_summary(trainer.state))

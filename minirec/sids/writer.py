@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
 
+from minirec.atomic import atomic_directory
 from minirec.data.catalogue import parse_list
 from minirec.data.layout import SPLITS, CategoryFiles, locate
 from minirec.sid import join_sid
@@ -92,18 +92,6 @@ def write_data_dir(files: CategoryFiles, item_tokens: Mapping[int, list[str]], o
     target = out_dir / files.category
     if target.resolve() == files.root.resolve():
         raise ValueError(f"refusing to overwrite the input data {files.root}; choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{files.category}.", suffix=".tmp", dir=out_dir))
-    try:
+    with atomic_directory(target) as staging:
         _fill(staging, files, item_tokens)
-        if target.exists():
-            previous = target.with_name(f".{target.name}.previous")
-            shutil.rmtree(previous, ignore_errors=True)
-            os.replace(target, previous)
-            os.replace(staging, target)
-            shutil.rmtree(previous)
-        else:
-            os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return locate(files.category, out_dir)
