@@ -56,3 +56,16 @@ def convert(fields: Mapping[str, dataclasses.Field], name: str, value: Any, what
         return kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} expects a {kind.__name__}, not {value!r}") from None
+
+
+def layered_values(fields: Mapping[str, dataclasses.Field], directory: Path, what: str, preset: str | None,
+                   overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The preset's values, then ``overrides`` (values left ``None`` are ignored), each converted to its field's
+    type; the dataclass supplies the defaults for the rest."""
+    values: dict[str, Any] = {}
+    if preset:
+        preset_values = read_preset(preset_path(directory, preset, what))
+        values.update({name: convert(fields, name, value, what) for name, value in preset_values.items()})
+    values.update({name: convert(fields, name, value, what) for name, value in (overrides or {}).items()
+                   if value is not None})
+    return values

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from minirec.data.layout import PROJECT_ROOT
-from minirec.presets import ConfigError, convert, read_preset
+from minirec.presets import ConfigError, layered_values
 from minirec.presets import preset_path as _preset_path
 from minirec.grpo.data import TASKS, TITLE_HISTORY_SAMPLE
 from minirec.grpo.rewards import REWARD_TYPES
@@ -139,11 +139,6 @@ class GRPOSettings:
 FIELDS = {f.name: f for f in dataclasses.fields(GRPOSettings)}
 
 
-def parse_value(name: str, value: Any) -> Any:
-    """Convert a preset or command-line value to the field's type (``"true"``/``"false"`` for booleans)."""
-    return convert(FIELDS, name, value, "GRPO")
-
-
 def preset_path(preset: str) -> Path:
     """A preset name (``tiny``, ``paper``) or a path to a YAML file."""
     return _preset_path(PRESET_DIR, preset, "GRPO")
@@ -151,9 +146,7 @@ def preset_path(preset: str) -> Path:
 
 def load_settings(preset: str | None, overrides: Mapping[str, Any] | None = None) -> GRPOSettings:
     """Defaults, then the preset's values, then ``overrides`` (values left ``None`` are ignored)."""
-    values: dict[str, Any] = {}
+    values = layered_values(FIELDS, PRESET_DIR, "GRPO", preset, overrides)
     if preset:
-        values.update({name: parse_value(name, value) for name, value in read_preset(preset_path(preset)).items()})
         values.setdefault("preset", preset)  # a name, or the YAML path itself so it can be found again
-    values.update({name: parse_value(name, value) for name, value in (overrides or {}).items() if value is not None})
     return GRPOSettings(**values).validate()

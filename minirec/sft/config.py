@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from minirec.data.layout import PROJECT_ROOT
-from minirec.presets import ConfigError, convert, read_preset
+from minirec.presets import ConfigError, layered_values
 from minirec.presets import preset_path as _preset_path
 from minirec.sft.data import TASKS, UPSTREAM_SHUFFLE_SEED
 
@@ -115,11 +115,6 @@ class SFTConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(SFTConfig)}
 
 
-def parse_value(name: str, value: Any) -> Any:
-    """Convert a preset or command-line value to the field's type (``"true"``/``"false"`` for booleans)."""
-    return convert(FIELDS, name, value, "SFT")
-
-
 def preset_path(preset: str) -> Path:
     """A preset name (``tiny``, ``paper``) or a path to a YAML file."""
     return _preset_path(PRESET_DIR, preset, "SFT")
@@ -127,8 +122,4 @@ def preset_path(preset: str) -> Path:
 
 def load_config(preset: str | None, overrides: Mapping[str, Any] | None = None) -> SFTConfig:
     """Defaults, then the preset's values, then ``overrides`` (values left ``None`` are ignored)."""
-    values: dict[str, Any] = {}
-    if preset:
-        values.update({name: parse_value(name, value) for name, value in read_preset(preset_path(preset)).items()})
-    values.update({name: parse_value(name, value) for name, value in (overrides or {}).items() if value is not None})
-    return SFTConfig(**values).validate()
+    return SFTConfig(**layered_values(FIELDS, PRESET_DIR, "SFT", preset, overrides)).validate()
