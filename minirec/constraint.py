@@ -208,9 +208,9 @@ class DepthTables:
     token"). ``transitions`` is every depth's (nodes x (columns + 1)) table of local ids at the next depth,
     flattened; ``token_column[d * vocab_size + token]`` is the flat offset of depth ``d``'s block plus the
     token's local column, so one step of the walk is an ``add`` and an ``index_select``. ``penalties[d]`` is
-    (nodes x columns), 0 or -inf. ``writes[d]``: runs ``(vocab start, local column, length)`` of the allowed
-    tokens; ``fills[d]``: the vocabulary ranges outside them. Depths past the last use the last (the terminal
-    node's).
+    (nodes x columns), 0 or -inf. ``slices[d]``: the (vocabulary, local column) slices of the allowed tokens,
+    one per run of consecutive token ids; ``fills[d]``: the vocabulary ranges outside them. Depths past the
+    last use the last (the terminal node's).
     """
 
     vocab_size: int
@@ -219,9 +219,8 @@ class DepthTables:
     widths: list[int]
     penalties: list[torch.Tensor]
     terminal: list[int | None]
-    writes: list[list[tuple[int, int, int]]]
     fills: list[list[tuple[int, int]]]
-    slices: list[list[tuple[slice, slice | None]]]  # ``writes`` as (vocabulary, column) slices; None = all columns
+    slices: list[list[tuple[slice, slice | None]]]  # column slice None: the whole penalty row
     first_node: torch.Tensor  # token id -> local id at depth 1 of the node it leads to from the root
     root_penalty: torch.Tensor  # penalties[0] of the root, as a 1 x columns row
     _offsets: dict = field(default_factory=dict, repr=False)
@@ -235,7 +234,7 @@ class DepthTables:
             table = torch.zeros(next_node.shape[0], dtype=torch.int32)
             table[frontier] = torch.arange(1, len(frontier) + 1, dtype=torch.int32)
             local.append(table)
-        blocks, penalties, widths, writes, columns_of, offset = [], [], [], [], [], 0
+        blocks, penalties, widths, writes, offset = [], [], [], [], 0
         token_column = torch.empty(len(frontiers), vocab_size, dtype=torch.int32)
         for depth, frontier in enumerate(frontiers):
             columns = (next_node[frontier, :-1] != DEAD).any(0).nonzero().flatten()
@@ -260,7 +259,6 @@ class DepthTables:
             widths=widths,
             penalties=[penalty.to(device) for penalty in penalties],
             terminal=[int(table[constraint.terminal]) or None for table in local],
-            writes=writes,
             fills=[complement(runs, vocab_size) for runs in writes],
             slices=[[(slice(start, start + length), None if (column, length) == (0, width - 1)
                       else slice(column, column + length)) for start, column, length in runs]
