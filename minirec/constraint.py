@@ -183,34 +183,58 @@ class Scratch:
     shape: torch.Size
     dtype: torch.dtype
     device: torch.device
-    buffers: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = field(default_factory=dict)
+    buffers: dict[int, tuple[torch.Tensor, tuple]] = field(default_factory=dict)
     owner: object = None
 
     def fits(self, scores: torch.Tensor) -> bool:
         return (self.shape, self.dtype, self.device) == (scores.shape, scores.dtype, scores.device)
 
-    def buffer(self, depth: int, tables: "DepthTables") -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Depth ``depth``'s buffer and views of the slices a step writes (made once: views cost a dispatch)."""
-        if depth not in self.buffers:
+    def buffer(self, depth: int, tables: "DepthTables") -> tuple[torch.Tensor, tuple]:
+        """Depth ``depth``'s buffer and its writes: ``(vocabulary start, length, penalty columns, view)`` per run.
+
+        Made once: views cost a dispatch each.
+        """
+        output = self.buffers.get(depth)
+        if output is None:
             # A normal tensor, not an inference tensor: generate may run under inference_mode or not.
             with torch.inference_mode(False):
                 buffer = torch.full(self.shape, NEG_INF, dtype=self.dtype, device=self.device)
-                self.buffers[depth] = buffer, [buffer[:, tokens] for tokens, _ in tables.slices[depth]]
-        return self.buffers[depth]
+                output = self.buffers[depth] = buffer, tuple(
+                    (start, length, columns, buffer.narrow(1, start, length))
+                    for start, length, columns in tables.runs[depth])
+        return output
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What decoding step ``t`` (``t`` tokens generated so far) needs, resolved once instead of at every call.
+
+    ``offsets``: each generated position's depth x vocabulary offset into ``token_column`` (steps >= 2);
+    ``alphas``: the width of the depth of each position from 2 on, which turns a node id into its table row.
+    """
+
+    depth: int
+    penalties: torch.Tensor
+    runs: list[tuple[int, int, slice | None]]
+    offsets: torch.Tensor | None
+    alphas: tuple[int, ...]
 
 
 @dataclass
 class DepthTables:
     """The trie cut into depths, for one vocabulary size, on the constraint's device.
 
-    At depth ``d`` the nodes are ``[DEAD] + frontier[d]`` (local ids) and the allowed tokens are ``columns[d]``
-    (the compact tokens some node there allows; local column = position, one more column for "any other
-    token"). ``transitions`` is every depth's (nodes x (columns + 1)) table of local ids at the next depth,
-    flattened; ``token_column[d * vocab_size + token]`` is the flat offset of depth ``d``'s block plus the
-    token's local column, so one step of the walk is an ``add`` and an ``index_select``. ``penalties[d]`` is
-    (nodes x columns), 0 or -inf. ``slices[d]``: the (vocabulary, local column) slices of the allowed tokens,
-    one per run of consecutive token ids; ``fills[d]``: the vocabulary ranges outside them. Depths past the
-    last use the last (the terminal node's).
+    At depth ``d`` the nodes are ``[DEAD] + frontier[d]`` (local ids) and the allowed tokens are the compact
+    tokens some node there allows (local column = position, one more column for "any other token").
+    ``transitions`` holds, for every depth from 1 on, its (nodes x (columns + 1)) table of local ids at the
+    next depth, flattened. ``token_column[d * vocab_size + token]`` is the flat offset of depth ``d``'s table
+    plus the token's local column, so one hop of the walk is an ``add`` and an ``index_select``. Depth 0 has
+    one node, the root, so its hop is folded in: ``token_column[token]`` (depth 0) is the depth-1 row offset
+    of the node the token leads to, and the first two hops are one ``add``. ``first_node`` maps a token to
+    that node's local id. ``penalties[d]`` is (nodes x columns), 0 or -inf. ``runs[d]``: ``(vocabulary
+    start, length, penalty columns)`` of the allowed tokens, one per run of consecutive token ids (columns
+    None: the whole penalty row); ``fills[d]``: the vocabulary ranges outside them. Depths past the last use
+    the last (the terminal node's).
     """
 
     vocab_size: int
@@ -220,72 +244,90 @@ class DepthTables:
     penalties: list[torch.Tensor]
     terminal: list[int | None]
     fills: list[list[tuple[int, int]]]
-    slices: list[list[tuple[slice, slice | None]]]  # column slice None: the whole penalty row
+    runs: list[list[tuple[int, int, slice | None]]]
     first_node: torch.Tensor  # token id -> local id at depth 1 of the node it leads to from the root
     root_penalty: torch.Tensor  # penalties[0] of the root, as a 1 x columns row
-    _offsets: dict = field(default_factory=dict, repr=False)
+    _plans: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, constraint: SidConstraint, vocab_size: int) -> "DepthTables":
         next_node, vocab_ids = constraint.next_node, constraint.vocab_ids
         frontiers = constraint.frontiers()
+        last = len(frontiers) - 1  # at least 1: the root always has children
         local = []  # per depth: global node -> local id (0 = DEAD)
         for frontier in frontiers:
             table = torch.zeros(next_node.shape[0], dtype=torch.int32)
             table[frontier] = torch.arange(1, len(frontier) + 1, dtype=torch.int32)
             local.append(table)
-        blocks, penalties, widths, writes, offset = [], [], [], [], 0
-        token_column = torch.empty(len(frontiers), vocab_size, dtype=torch.int32)
+        blocks, penalties, widths, runs, allowed = [], [], [], [], []
         for depth, frontier in enumerate(frontiers):
             columns = (next_node[frontier, :-1] != DEAD).any(0).nonzero().flatten()
-            following = local[min(depth + 1, len(frontiers) - 1)]
             block = torch.zeros(len(frontier) + 1, len(columns) + 1, dtype=torch.int32)
-            block[1:, :-1] = following[next_node[frontier][:, columns].long()]
-            # Depth 0 has one live node, the root (local id 1): fold its row offset in, saving an add per step.
-            start = offset + (ROOT * (len(columns) + 1) if depth == 0 else 0)
-            token_column[depth] = start + len(columns)
-            token_column[depth, vocab_ids[columns]] = start + torch.arange(len(columns), dtype=torch.int32)
-            blocks.append(block.flatten())
+            block[1:, :-1] = local[min(depth + 1, last)][next_node[frontier][:, columns].long()]
+            blocks.append(block)
+            allowed.append(vocab_ids[columns])
             penalties.append(torch.zeros(block.shape[0], len(columns)).masked_fill_(block[:, :-1] == DEAD, NEG_INF))
             widths.append(block.shape[1])
-            writes.append(vocab_runs(vocab_ids[columns].tolist()))
-            offset += block.numel()
+            runs.append(vocab_runs(allowed[-1].tolist()))
+        first_node = torch.zeros(vocab_size, dtype=torch.int32)
+        first_node[allowed[0]] = blocks[0][ROOT, :-1]
+        token_column = torch.empty(len(frontiers), vocab_size, dtype=torch.int32)
+        token_column[0] = first_node * widths[1]
+        offset = 0
+        for depth in range(1, len(frontiers)):
+            token_column[depth] = offset + widths[depth] - 1  # any other token: the last column, which leads to DEAD
+            token_column[depth, allowed[depth]] = offset + torch.arange(widths[depth] - 1, dtype=torch.int32)
+            offset += blocks[depth].numel()
         device = constraint.device
-        transitions = torch.cat(blocks)
         return cls(
             vocab_size=vocab_size,
             token_column=token_column.flatten().to(device),
-            transitions=transitions.to(device),
+            transitions=torch.cat([block.flatten() for block in blocks[1:]]).to(device),
             widths=widths,
             penalties=[penalty.to(device) for penalty in penalties],
             terminal=[int(table[constraint.terminal]) or None for table in local],
-            fills=[complement(runs, vocab_size) for runs in writes],
-            slices=[[(slice(start, start + length), None if (column, length) == (0, width - 1)
-                      else slice(column, column + length)) for start, column, length in runs]
-                    for runs, width in zip(writes, widths)],
-            first_node=transitions[token_column[0].long()].to(device),
+            fills=[complement(depth_runs, vocab_size) for depth_runs in runs],
+            runs=[[(start, length, None if (column, length) == (0, width - 1) else slice(column, column + length))
+                   for start, column, length in depth_runs] for depth_runs, width in zip(runs, widths)],
+            first_node=first_node.to(device),
             root_penalty=penalties[0][ROOT:ROOT + 1].to(device),
         )
 
     def depth(self, step: int) -> int:
         return min(step, len(self.widths) - 1)
 
-    def walk(self, generated: torch.Tensor) -> torch.Tensor:
-        """Local id, at depth ``generated.shape[1]``, of the node each row of ``generated`` (token ids) reached."""
+    def plan(self, step: int) -> StepPlan:
+        """The :class:`StepPlan` of decoding step ``step``, built on first use."""
+        plan = self._plans.get(step)
+        if plan is None:
+            depth = self.depth(step)
+            offsets = None
+            if step >= 2:
+                offsets = torch.tensor([self.depth(position) * self.vocab_size for position in range(step)],
+                                       device=self.token_column.device)
+            plan = self._plans[step] = StepPlan(
+                depth=depth, penalties=self.penalties[depth], runs=self.runs[depth], offsets=offsets,
+                alphas=tuple(self.widths[self.depth(position)] for position in range(2, step)),
+            )
+        return plan
+
+    def walk(self, generated: torch.Tensor, plan: StepPlan | None = None) -> torch.Tensor:
+        """Local id, at depth ``generated.shape[1]``, of the node each row of ``generated`` (token ids) reached.
+
+        ``plan``: the step plan of ``generated.shape[1]`` steps, if the caller has it already.
+        """
         rows, steps = generated.shape
         if steps == 0:
             return torch.full((rows,), ROOT, dtype=torch.int32, device=generated.device)  # local id of the root too
         if steps == 1:  # one lookup: token -> node after it
-            return self.first_node.index_select(0, generated[:, 0])
-        if steps not in self._offsets:
-            self._offsets[steps] = torch.tensor([self.depth(step) * self.vocab_size for step in range(steps)],
-                                                device=generated.device)
-        # Only add and index_select: on CPU each kind of op costs its own cold start at every decoding step.
-        columns = self.token_column.index_select(0, (generated + self._offsets[steps]).view(-1)).view(rows, steps)
-        state = self.transitions.index_select(0, columns[:, 0])
-        for step in range(1, steps):
-            flat = torch.add(columns[:, step], state, alpha=self.widths[self.depth(step)])
-            state = self.transitions.index_select(0, flat)
+            return self.first_node.index_select(0, generated.select(1, 0))
+        plan = plan or self.plan(steps)
+        # Only add and index_select, and one gather for every position's column: on CPU each op costs a cold
+        # start at every decoding step, so the walk is as few ops as the trie's depth allows.
+        columns = self.token_column.index_select(0, (generated + plan.offsets).view(-1)).view(rows, steps)
+        state = self.transitions.index_select(0, torch.add(columns.select(1, 0), columns.select(1, 1)))
+        for position, alpha in enumerate(plan.alphas, 2):
+            state = self.transitions.index_select(0, torch.add(columns.select(1, position), state, alpha=alpha))
         return state
 
 
@@ -334,38 +376,43 @@ class SidLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Masked scores: -inf for every token the row's SID prefix forbids, the given log-prob elsewhere."""
-        if self.start is None:
+        step = self.calls
+        if step == 0:
             self.start = input_ids.shape[1]
             self.tables = self.constraint.tables(scores.shape[-1])
             if self.reuse_output:
                 self._scratch = self.constraint.claim_scratch(scores, owner=self)
-        if input_ids.shape[1] != self.start + self.calls:
+        elif input_ids.shape[1] != self.start + step:
             raise ConstraintViolation(
-                f"constraint processor called with {input_ids.shape[1]} tokens, expected {self.start + self.calls}: "
+                f"constraint processor called with {input_ids.shape[1]} tokens, expected {self.start + step}: "
                 "use a fresh processor (SidConstraint.logits_processor()) for every generate call"
             )
-        tables, step = self.tables, self.calls
-        depth = tables.depth(step)
-        self.calls += 1
+        self.calls = step + 1
+        tables = self.tables
+        plan = tables.plan(step)
         if step == 0:  # every row is at the root: one penalty row for all
             allowed = tables.root_penalty
         else:
-            state = tables.walk(input_ids[:, self.start:])
+            if step == 1:  # one lookup: first token -> node
+                state = tables.first_node.index_select(0, input_ids.select(1, self.start))
+            else:
+                state = tables.walk(input_ids.narrow(1, self.start, step), plan)
             self._states.append(state)
-            allowed = tables.penalties[depth].index_select(0, state)
-        out, views = self._output(scores, depth)
-        for (tokens, columns), view in zip(tables.slices[depth], views):
-            torch.add(scores[:, tokens], allowed if columns is None else allowed[:, columns], out=view)
+            allowed = plan.penalties.index_select(0, state)
+        out, writes = self._output(scores, plan)
+        for start, length, columns, view in writes:
+            torch.add(scores.narrow(1, start, length), allowed if columns is None else allowed[:, columns], out=view)
         return out
 
-    def _output(self, scores: torch.Tensor, depth: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The tensor to write this step's slices into (-inf everywhere else already) and views of those slices."""
-        scratch, tables = self._scratch, self.tables
+    def _output(self, scores: torch.Tensor, plan: StepPlan) -> tuple[torch.Tensor, tuple]:
+        """The tensor to write this step's runs into (-inf everywhere else already) and the writes to make."""
+        scratch = self._scratch
         if scratch is not None and scratch.owner is self and scratch.shape == scores.shape:
-            return scratch.buffer(depth, tables)
-        for start, stop in tables.fills[depth]:  # no buffers of our own (any more): mask in place
+            return scratch.buffer(plan.depth, self.tables)
+        for start, stop in self.tables.fills[plan.depth]:  # no buffers of our own (any more): mask in place
             scores[:, start:stop] = NEG_INF
-        return scores, [scores[:, tokens] for tokens, _ in tables.slices[depth]]
+        return scores, tuple((start, length, columns, scores.narrow(1, start, length))
+                             for start, length, columns in plan.runs)
 
     def check(self) -> None:
         """Raise :class:`ConstraintViolation` if any row was ever in an unknown state (one host sync)."""
