@@ -145,8 +145,8 @@ def _spread(values: list[float]) -> tuple[float, float, float]:
     return min(values), statistics.median(values), max(values)
 
 
-def _rounds(times: list[tuple]) -> str:
-    return " ".join(f"{1000 * cpu:.1f}" for _, cpu, _ in times)
+def _rounds(times: list[tuple], digits: int = 1) -> str:
+    return " ".join(f"{1000 * cpu:.{digits}f}" for _, cpu, _ in times)
 
 
 def _per_step(times: list[tuple]) -> str:
@@ -215,15 +215,15 @@ def main(argv=None) -> None:
     lines += [
         f"  overhead over unconstrained, wall / CPU: ours {overhead('ours', 0)} / {overhead('ours', 1)} "
         f"(goal <= +10%); upstream {overhead('upstream', 0)} / {overhead('upstream', 1)}",
-        f"  processor alone per generate call, wall / CPU: ours {1000 * inside['ours'][0]:.1f} / "
-        f"{1000 * inside['ours'][1]:.1f} ms; upstream {1000 * inside['upstream'][0]:.1f} / "
+        f"  processor alone per generate call, wall / CPU: ours {1000 * inside['ours'][0]:.2f} / "
+        f"{1000 * inside['ours'][1]:.2f} ms; upstream {1000 * inside['upstream'][0]:.1f} / "
         f"{1000 * inside['upstream'][1]:.1f} ms",
         f"  ours is {inside['upstream'][0] / inside['ours'][0]:.0f}x (wall) / "
         f"{inside['upstream'][1] / inside['ours'][1]:.0f}x (CPU) faster than upstream's processor (goal >= 50x)",
         "  per-round CPU-time ratio, min / median / max: " + " / ".join(
             f"{ratio:.0f}x" for ratio in _spread([u[1] / o[1] for u, o in zip(processor_times["upstream"],
                                                                                processor_times["ours"])])),
-        "  per-round processor CPU ms, ours: " + _rounds(processor_times["ours"]) + "; upstream: "
+        "  per-round processor CPU ms, ours: " + _rounds(processor_times["ours"], 2) + "; upstream: "
         + _rounds(processor_times["upstream"]),
         "  per decoding step, median CPU ms, ours: " + _per_step(processor_times["ours"]) + " (last: check()); "
         "upstream: " + _per_step(processor_times["upstream"]),
