@@ -393,10 +393,7 @@ class SidLogitsProcessor(LogitsProcessor):
         if step == 0:  # every row is at the root: one penalty row for all
             allowed = tables.root_penalty
         else:
-            if step == 1:  # one lookup: first token -> node
-                state = tables.first_node.index_select(0, input_ids.select(1, self.start))
-            else:
-                state = tables.walk(input_ids.narrow(1, self.start, step), plan)
+            state = tables.walk(input_ids.narrow(1, self.start, step), plan)
             self._states.append(state)
             allowed = plan.penalties.index_select(0, state)
         out, writes = self._output(scores, plan)
