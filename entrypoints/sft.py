@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(code)
         return
     run_sft(config, args.preset)
+    if launch.inside_launch():
+        launch.leave_process_group()
 
 
 def run_sft(config: SFTConfig, preset: str) -> None:
