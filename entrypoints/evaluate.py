@@ -92,6 +92,8 @@ def main(argv=None) -> None:
     configure_environment()
     from accelerate import PartialState
 
+    from minirec.distributed import leave_process_group
+
     state = PartialState()
     out = _resume_out(args.resume) if args.resume else Path(args.out) if args.out else default_out(args)
     if state.is_main_process:
@@ -102,6 +104,7 @@ def main(argv=None) -> None:
         print(f"MLflow run {run.info.run_id}; outputs in {out}")
     else:
         run_evaluation(args, out, state)
+    leave_process_group()
 
 
 def run_evaluation(args, out: Path, state):

@@ -70,6 +70,7 @@ def main(argv=None) -> str | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     configure_environment()
+    from minirec.distributed import leave_process_group
     from minirec.grpo.run import PolicyNotFoundError, train_grpo
 
     try:
@@ -81,6 +82,7 @@ def main(argv=None) -> str | None:
             return None
         print("GRPO settings:", dataclasses.asdict(settings), flush=True)
         run_id = train_grpo(settings)
+        leave_process_group()
     except (ConfigError, PolicyNotFoundError, GrpoDataError, DataLayoutError) as error:
         raise SystemExit(f"grpo: {error}") from None
     if run_id:

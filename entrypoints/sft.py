@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(args.preset, overrides)
     config.output_dir = resolve_output_dir(config)
 
+    from minirec.distributed import leave_process_group
     from minirec.sft import launch, train
     from minirec.tracking import configure_environment
 
@@ -69,8 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(code)
         return
     run_sft(config, args.preset)
-    if launch.inside_launch():
-        launch.leave_process_group()
+    leave_process_group()
 
 
 def run_sft(config: SFTConfig, preset: str) -> None:

@@ -41,17 +41,3 @@ def relaunch(num_processes: int, device: str, argv: Sequence[str]) -> int:
     command = launch_command(num_processes, device, argv)
     print("launching:", " ".join(command), flush=True)
     return subprocess.run(command, cwd=PROJECT_ROOT).returncode
-
-
-def leave_process_group() -> None:
-    """In a launched process: wait for every rank, then shut the process group down before the interpreter exits.
-
-    Without this a rank that is done early (rank 1, while rank 0 still saves the final checkpoint and logs) exits
-    with the gloo group still up, and its teardown can abort the process ("terminate called without an active
-    exception"), which fails the whole launch although training succeeded.
-    """
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
