@@ -36,6 +36,15 @@ from minirec.recsys.train import ResumeError, bce_one_negative, sample_negatives
 N_INDUSTRIAL = 3686
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # The models are small: on 2 shared cores, a second intra-op thread only waits for the other processes.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def splits(industrial_files):
     return read_split(industrial_files.train), read_split(industrial_files.valid)
@@ -79,7 +88,7 @@ def test_sequences_keep_the_last_items_and_reject_bad_ids():
         Sequences.from_histories([[]], [1], num_items=20)
 
 
-# -- SASRec against reference-spec 7 ---------------------------------------------------------------------------
+# -- SASRec against docs/upstream.md 7 ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("num_items,hidden", [(N_INDUSTRIAL, 32), (50, 8)])
 def test_sasrec_parameter_count_matches_the_spec(num_items, hidden):
@@ -104,6 +113,21 @@ def test_sasrec_structure_is_upstreams():
     assert sum(isinstance(m, torch.nn.LayerNorm) for m in model.modules()) == 4
     assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.3}
     assert float(model.item_embeddings.weight.detach().std()) == pytest.approx(0.01, rel=0.1)
+
+
+# The parameter names of upstream's SASRec (sasrec.py + SASRecModules_ori.py): its saved
+# best_<...>_state.pth, which rl.py --cf_path loads, loads into ours as it is.
+UPSTREAM_STATE_KEYS = [
+    "item_embeddings.weight", "positional_embeddings.weight", "ln_1.weight", "ln_1.bias", "ln_2.weight",
+    "ln_2.bias", "ln_3.weight", "ln_3.bias", "mh_attn.linear_q.weight", "mh_attn.linear_q.bias",
+    "mh_attn.linear_k.weight", "mh_attn.linear_k.bias", "mh_attn.linear_v.weight", "mh_attn.linear_v.bias",
+    "feed_forward.w_1.weight", "feed_forward.w_1.bias", "feed_forward.w_2.weight", "feed_forward.w_2.bias",
+    "feed_forward.layer_norm.weight", "feed_forward.layer_norm.bias", "s_fc.weight", "s_fc.bias",
+]
+
+
+def test_sasrec_state_dict_has_upstreams_names():
+    assert list(SASRec(7).state_dict()) == UPSTREAM_STATE_KEYS
 
 
 def test_sasrec_reads_the_state_at_len_minus_one():
@@ -298,7 +322,7 @@ class LastItemTable(torch.nn.Module):
 
 @pytest.fixture
 def tiny_catalogue():
-    # Items 2 and 3 share a SID (a collision group, reference-spec 1.6).
+    # Items 2 and 3 share a SID (a collision group, docs/upstream.md 1.6).
     tokens = {0: ["<a_1>", "<b_1>"], 1: ["<a_1>", "<b_2>"], 2: ["<a_2>", "<b_1>"], 3: ["<a_2>", "<b_1>"],
               4: ["<a_2>", "<b_2>"]}
     return Catalogue(item_tokens=tokens, items={}, info_lines=[("".join(t), "", str(i)) for i, t in tokens.items()])

@@ -1,4 +1,4 @@
-"""Upstream's ``reward_type=sasrec`` CF reward as a trl reward function (reference-spec 5.5, ``rl.py:215-245``).
+"""Upstream's ``reward_type=sasrec`` CF reward as a trl reward function (docs/upstream.md 5.5, ``rl.py:215-245``).
 
     reward = CfReward.from_checkpoint(run_dir, catalogue)          # the best.pt of a trained sasrec run
     rewards = reward(completions, target, history_item_ids=...)    # one float per completion
@@ -6,7 +6,7 @@
 What upstream computes: the prompt's history SIDs -> info-line indices, right-padded to 10 with ``item_num``,
 through ``SASRec.forward_eval``; the reward of a completion is the **raw logit** of its item
 (``torch.gather(predictions, 1, pred)``: no softmax), and it replaces the rule reward. Here the same logit,
-with these fixes (spec 8.1 H):
+with these fixes (docs/upstream.md 8.1 H):
 
 - the history comes from the prompt row's own item ids, column ``history_item_ids`` (a list of item ids, ints
   or int-like strings, oldest first: the split's ``history_item_id_list``), so SID-history and
@@ -14,7 +14,7 @@ with these fixes (spec 8.1 H):
   with no history (the title -> SID and description -> SID prompts) gets 0 for every completion;
 - a completion that is not a catalogue SID (after upstream's ``strip("\\n\\"")``) gets 0, not the logit of
   a random item;
-- a SID shared by several items (spec 1.6; upstream's ``item2id`` keeps the last) scores the max over them.
+- a SID shared by several items (docs/upstream.md 1.6; upstream's ``item2id`` keeps the last) scores the max over them.
 
 ``score="probability"`` gives the softmax probability over the catalogue instead of the logit. ``target`` is
 accepted for trl's signature and not used: the CF reward does not look at the answer. Combine it with the

@@ -5,7 +5,8 @@
 
 Item-id models score every item; the items are sorted by logit (ties: lower item id first) and mapped to their
 SIDs, a SID taking the rank of its best item and appearing once (the rule of
-:func:`minirec.baselines._rank_sids`: colliding items share a SID, reference-spec 1.6). ``scores`` holds that
+the popularity and transition floors of :mod:`minirec.baselines`: colliding items share a SID,
+docs/upstream.md 1.6). ``scores`` holds that
 best item's logit. All of it is tensor work over the batch; only the final lists are built in Python.
 TIGER ranks by constrained beam search with ``k`` beams (``scores``: the beam scores, summed log-probs).
 """

@@ -1,7 +1,7 @@
 """SASRec as upstream MiniOneRec trains it: ``sasrec.py`` + ``SASRecModules_ori.py`` at commit 81b4ba9.
 
 Source: github.com/AkaliKong/MiniOneRec (``sasrec.py`` class ``SASRec``, ``SASRecModules_ori.py``
-``MultiHeadAttention`` / ``PositionwiseFeedForward``), described in reference-spec 7; written anew here, same
+``MultiHeadAttention`` / ``PositionwiseFeedForward``), described in docs/upstream.md 7; written anew here, same
 behaviour. Hyper-parameters (upstream's defaults, ``configs/baselines/sasrec.yaml``): hidden 32, 1 head,
 dropout 0.3, histories of 10; BCE on the target and one uniformly drawn negative != target; Adam lr 1e-3,
 L2 (weight decay) 1e-5, batch 1,024, up to 500 epochs, best epoch by valid NDCG@20, patience 20.
@@ -20,10 +20,14 @@ The forward pass, step by step as upstream:
 4. The state at position ``len - 1`` (right padding) -> ``Linear(hidden, item_num)``: logits over the
    catalogue (the pad is never scored).
 
+The parameter names are upstream's too, so a state dict saved by upstream's ``sasrec.py``
+(``result_temp/best_<...>_state.pth``, what ``rl.py --cf_path`` loads) loads into :class:`SASRec` unchanged; on
+the same weights (and the same dropout draws) both give identical logits, checked against upstream's code.
+
 Parameters: ``(N+1)H + 10H`` embeddings, ``3(H^2+H)`` Q/K/V, ``2(H^2+H)`` convolutions, 4 LayerNorms
 (``8H``), ``HN + N`` output: ``5H^2 + 2NH + 24H + N`` in all (245,478 for H = 32, N = 3,686).
 
-Fixed against upstream (reference-spec 8.1 L and neighbours), none of which changes a forward pass: the
+Fixed against upstream (docs/upstream.md 8.1 L and neighbours), none of which changes a forward pass: the
 output keeps its batch axis for a batch of one (upstream's ``.squeeze()`` drops it), the module holds no
 device of its own, and the training-loop bugs (``early_stop`` read before assignment, ``--debug`` parsed
 with ``type=bool``, wandb calls) do not exist in :mod:`minirec.recsys.train`.

@@ -1,13 +1,13 @@
 """A split as the tensors every learned baseline reads: right-padded item-id histories, lengths and targets.
 
-Upstream's ``sasrec.py`` (reference-spec 7) parses ``history_item_id`` and right-pads it to 10 with the pad id
+Upstream's ``sasrec.py`` (docs/upstream.md 7) parses ``history_item_id`` and right-pads it to 10 with the pad id
 ``item_num`` (the item count, one past the last real id); its GRU and Caser use the same tensors. Here:
 
     history  (n, max_len) int64   the last ``max_len`` history item ids, then ``num_items`` up to ``max_len``
     lengths  (n,) int64           real (unpadded) history length, 1..max_len
     targets  (n,) int64           the row's ``item_id``
 
-Every split row has between 1 and 10 history items (spec 1.1), so nothing is cut with ``max_len=10``; a longer
+Every split row has between 1 and 10 history items (docs/upstream.md 1.1), so nothing is cut with ``max_len=10``; a longer
 history keeps its last ``max_len`` items, as upstream's ``pad_history`` does. A row whose history is empty or
 names an item outside ``0..num_items-1`` raises :class:`SequenceError` naming the row.
 """

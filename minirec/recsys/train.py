@@ -14,7 +14,7 @@ after the last) the model is evaluated on valid:
 - TIGER: the rank of the target SID among ``eval_beams`` constrained beams (absent: a miss).
 
 The best evaluation by valid NDCG@20 (strictly better than all before; the first one always counts, which
-fixes upstream's ``early_stop`` read before assignment, spec 8.1 L) is kept in memory and written to
+fixes upstream's ``early_stop`` read before assignment, docs/upstream.md 8.1 L) is kept in memory and written to
 ``best.pt``; the run stops once more than ``patience`` evaluations in a row have not improved. Test is never
 looked at here (upstream evaluates test at every epoch; only its selection uses valid).
 
