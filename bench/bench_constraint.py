@@ -6,7 +6,7 @@ Same tiny model, same Industrial test prompts, 50 beams, batch 16. The three var
 (A, B, C, A, B, C, ...) so that load from other processes hits them alike; the report gives medians and the
 ratios measured in this one run. Processor time is the time spent inside the processor's ``__call__`` alone.
 
-The upstream variant reimplements ``ConstrainedLogitsProcessor`` (``LogitProcessor.py``, reference-spec 6.3)
+The upstream variant reimplements ``ConstrainedLogitsProcessor`` (``LogitProcessor.py``, docs/upstream.md 6.3)
 and its prefix table (``evaluate.py:61-69``) as written: hashed prefixes in a dict, a Python loop over every
 beam of every prompt, ``.tolist()`` per beam, a -1e6 mask, and a missing key leaving the row unmasked.
 Our processor's time includes its after-generation ``check()`` (the dead-row count it defers to the end).
@@ -33,7 +33,8 @@ from minirec.constraint import SidConstraint
 from minirec.data import Catalogue, locate, read_split
 from minirec.evaluate import encode_prompts, left_pad, split_prompts
 from minirec.generation import beam_generation_config, isolated_generation_config
-from minirec.models import build_tiny_model, load_model_and_tokenizer
+from minirec.models import load_model_and_tokenizer
+from minirec.tiny_model import build_tiny_model
 
 CATEGORY = "Industrial_and_Scientific"
 RESULTS = Path(__file__).with_name("RESULTS.md")

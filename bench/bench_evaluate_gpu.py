@@ -27,8 +27,9 @@ import torch
 
 from minirec.constraint import SidConstraint
 from minirec.data import Catalogue, locate, read_split
-from minirec.evaluate import encode_prompts, evaluate_model, split_prompts
-from minirec.models import add_sid_tokens, build_tiny_model, load_tokenizer
+from minirec.evaluate import DecodeSettings, encode_prompts, evaluate_model, split_prompts
+from minirec.models import add_sid_tokens, load_tokenizer
+from minirec.tiny_model import build_tiny_model
 
 CATEGORY = "Industrial_and_Scientific"
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -117,9 +118,9 @@ def main(argv=None) -> None:
         rate = matmul_rate(device, dtype, size=8192 if device == "cuda" else 1024)
         _sync(device)
         start = time.perf_counter()
-        beams, scores = evaluate_model(model, tokenizer, files, catalogue, split="test", num_beams=args.num_beams,
-                                       batch_size=args.batch_size, limit=args.limit or None,
-                                       out_dir=Path(folder) / "eval")
+        decode = DecodeSettings(num_beams=args.num_beams, batch_size=args.batch_size, limit=args.limit)
+        scores = evaluate_model(model, tokenizer, files, catalogue, decode, split="test",
+                                out_dir=Path(folder) / "eval").scores
         _sync(device)
         elapsed = time.perf_counter() - start
 

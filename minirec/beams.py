@@ -1,6 +1,6 @@
 """Beam outputs on disk: the harness Parquet format and upstream's result JSON.
 
-``python -m minirec.score --predictions FILE --category CAT`` reads either format (reference-spec 6.3-6.4).
+``python -m minirec.score --predictions FILE --category CAT`` reads either format (docs/upstream.md 6.3-6.4).
 
 Harness Parquet, one row per evaluated sample:
 
@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from minirec.atomic import atomic_path, write_text
+from minirec.errors import UserError
 
 REQUIRED_COLUMNS = ("row", "user_id", "target", "predict")
 SCHEMA = pa.schema(
@@ -46,7 +47,7 @@ _PARQUET_MAGIC = b"PAR1"
 _SEQUENCES = (list, tuple, np.ndarray)
 
 
-class BeamFormatError(ValueError):
+class BeamFormatError(UserError, ValueError):
     """A predictions file (or frame) that does not follow one of the two formats; says file, row and field."""
 
     def __init__(self, source: str | os.PathLike, message: str, row: int | None = None, field: str | None = None):

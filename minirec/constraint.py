@@ -5,8 +5,8 @@
     out = model.generate(..., logits_processor=LogitsProcessorList([processor]))
     processor.check()                                                             # raises if a row failed
 
-Upstream (reference-spec 6.3, ``LogitProcessor.py``) keeps a dict from hashed token prefixes to allowed ids and
-loops over beams in Python at every step; a prefix it does not know leaves the row unconstrained (spec 8.1 F).
+Upstream (docs/upstream.md 6.3, ``LogitProcessor.py``) keeps a dict from hashed token prefixes to allowed ids and
+loops over beams in Python at every step; a prefix it does not know leaves the row unconstrained (docs/upstream.md 8.1 F).
 Here the same grammar ``<a> -> <b> -> <c> [-> <d>] -> "\\n" -> EOS`` is a trie over a compact alphabet (the SID
 tokens, the newline tokens and EOS). Every row advances one token per step, so after ``t`` generated tokens a
 row's node is one of the trie nodes at depth ``t`` (or DEAD). :class:`DepthTables` stores, per depth, only
@@ -422,7 +422,7 @@ class SidLogitsProcessor(LogitsProcessor):
 
 
 def newline_ids(tokenizer) -> list[int]:
-    """Token ids of the newline that ends every SID target (spec 6.3)."""
+    """Token ids of the newline that ends every SID target (docs/upstream.md 6.3)."""
     ids = tokenizer("\n", add_special_tokens=False).input_ids
     if not ids:
         raise ValueError("the tokenizer encodes '\\n' to nothing; SIDs could not be terminated")

@@ -1,7 +1,7 @@
 """Beam-search settings for SID decoding, every field explicit and isolated from the model's own defaults.
 
 Upstream passes ``GenerationConfig(num_beams, num_return_sequences, length_penalty=0.0, max_new_tokens, pad/eos)``
-and lets transformers fill the rest from the checkpoint's ``generation_config.json`` (reference-spec 8.1 G):
+and lets transformers fill the rest from the checkpoint's ``generation_config.json`` (docs/upstream.md 8.1 G):
 an Instruct checkpoint then turns evaluation into beam *sampling* with temperature, top-k, top-p and a
 repetition penalty. In transformers 5.23 ``_prepare_generation_config`` still fills every field left ``None``
 from ``model.generation_config``, so :func:`isolated_generation_config` swaps our config in as the model's own
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from transformers import GenerationConfig
 
@@ -75,6 +75,21 @@ def effective_generation_config(model, config: GenerationConfig) -> GenerationCo
     if wrong:
         raise RuntimeError(f"generation would run with {wrong} (effective, expected); refusing to decode")
     return effective
+
+
+def left_pad(batch: Sequence[Sequence[int]], pad_token_id: int, device) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Left-pad token lists into ``(input_ids, attention_mask)`` (upstream pads prompts on the left with EOS,
+    docs/upstream.md 6.2)."""
+    import torch
+
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        if ids:
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+    return input_ids.to(device), attention_mask.to(device)
 
 
 def generate_constrained(model, input_ids, attention_mask, constraint, config: GenerationConfig):

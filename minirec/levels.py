@@ -1,4 +1,4 @@
-"""Per-SID-level analysis of ranked predictions: a harness extension, not an upstream metric (reference-spec 6.6).
+"""Per-SID-level analysis of ranked predictions: a harness extension, not an upstream metric (docs/upstream.md 6.6).
 
 ``python -m minirec.score --predictions FILE --category CAT`` writes it as ``levels.json`` and logs
 ``level_independent_L1_at_10``, ``level_cumulative_L2_at_10``, ``level_dropoff_L3_at_10``, ...

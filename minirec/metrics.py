@@ -1,4 +1,4 @@
-"""HR@K and NDCG@K of ranked SID predictions, equal to upstream ``calc.py`` to the last bit (reference-spec 6.4).
+"""HR@K and NDCG@K of ranked SID predictions, equal to upstream ``calc.py`` to the last bit (docs/upstream.md 6.4).
 
 ``python -m minirec.score --predictions FILE --category CAT`` prints and logs them.
 

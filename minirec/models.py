@@ -1,7 +1,5 @@
 """Models and tokenizers: SID tokens, loading any causal LM by reference, and logging checkpoints to MLflow.
 
-    python -m minirec.models tiny --category Industrial_and_Scientific --out models/tiny-industrial
-
 A model reference (``--model`` of every stage) is one of:
 
 - a local folder in Hugging Face format (``save_pretrained``);
@@ -9,7 +7,7 @@ A model reference (``--model`` of every stage) is one of:
   ``models:/<name>@<alias>``: a checkpoint logged by :func:`log_hf_model`;
 - a Hugging Face hub id such as ``Qwen/Qwen2.5-1.5B`` (read from the local hub cache when offline).
 
-SID tokens are added as upstream's SFT does (reference-spec 1.5): every token string of ``index.json``, sorted
+SID tokens are added as upstream's SFT does (docs/upstream.md 1.5): every token string of ``index.json``, sorted
 lexicographically, added as normal tokens, then ``resize_token_embeddings(len(tokenizer))``. Later stages load
 the extended tokenizer from the checkpoint, so :func:`add_sid_tokens` adds nothing there and returns 0.
 """
@@ -23,14 +21,15 @@ import tempfile
 from pathlib import Path
 
 from minirec.data.catalogue import Catalogue
+from minirec.errors import NotFoundError
+from minirec.refs import get_run, is_run_id
 from minirec.sid import sorted_sid_tokens
 
 MODEL_ARTIFACT = "model"
 MODEL_URI_TAG = "minirec.model_uri"
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(NotFoundError, FileNotFoundError):
     """A model reference names nothing that can be loaded."""
 
 
@@ -61,13 +60,6 @@ def save_checkpoint(model, tokenizer, target: str | os.PathLike, mode: int | Non
     return Path(target)
 
 
-def build_tiny_model(category: str, out_dir: str | os.PathLike, data_dir=None, seed: int = 0) -> Path:
-    """Build the tiny CPU stand-in model for ``category`` (see :mod:`minirec.tiny_model`); return its folder."""
-    from minirec.tiny_model import build_tiny_model as build
-
-    return build(category, out_dir, data_dir=data_dir, seed=seed)
-
-
 def cache_dir() -> Path:
     """Where downloaded checkpoints are kept: ``$MINIREC_MODEL_CACHE`` or a folder under the temp dir."""
     return Path(os.environ.get("MINIREC_MODEL_CACHE") or Path(tempfile.gettempdir()) / "minirec-models")
@@ -95,13 +87,7 @@ def _download(artifact_uri: str) -> Path:
 
 def _run_model_uri(run_id: str) -> str:
     """The model URI a run recorded with :func:`log_hf_model`, else its ``model`` artifact folder."""
-    from mlflow import MlflowClient
-
-    try:
-        run = MlflowClient().get_run(run_id)
-    except Exception as error:  # mlflow raises MlflowException subclasses with store-specific codes
-        raise ModelNotFoundError(f"no MLflow run {run_id} in {os.environ.get('MLFLOW_TRACKING_URI')}") from error
-    return run.data.tags.get(MODEL_URI_TAG) or f"runs:/{run_id}/{MODEL_ARTIFACT}"
+    return get_run(run_id).data.tags.get(MODEL_URI_TAG) or f"runs:/{run_id}/{MODEL_ARTIFACT}"
 
 
 def resolve_model(ref: str | os.PathLike) -> Path:
@@ -116,38 +102,43 @@ def resolve_model(ref: str | os.PathLike) -> Path:
 
         configure_environment()
         return _download(text)
-    if _RUN_ID.match(text):
-        from minirec.tracking import configure_environment
-
-        configure_environment()
+    if is_run_id(text):
         return _download(_run_model_uri(text))
+    if looks_like_path(text):
+        raise ModelNotFoundError(f"model path {text} does not exist")
     return _hub_snapshot(text)
 
 
-def source_run_id(ref: str | os.PathLike) -> str | None:
+def looks_like_path(text: str) -> bool:
+    """A reference meant as a file path (absolute, ``./``, ``~``, or deeper than a hub id's ``org/name``)."""
+    return text.startswith(("/", "./", "../", "~")) or text.count("/") > 1 or text.endswith("/")
+
+
+def source_run(ref: str | os.PathLike):
     """The MLflow run that produced the checkpoint ``ref`` names, or ``None`` for folders and hub ids."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     text = str(ref)
     if Path(text).is_dir():
         return None
-    if _RUN_ID.match(text):
-        return text
+    if is_run_id(text):
+        return get_run(text)
     if text.startswith("runs:/"):
-        return text[len("runs:/"):].split("/", 1)[0]
+        return get_run(text[len("runs:/"):].split("/", 1)[0])
     if not text.startswith("models:/"):
         return None
     client = MlflowClient()
     name = text[len("models:/"):].rstrip("/")
-    if name.startswith("m-") and "/" not in name and "@" not in name:
-        return client.get_logged_model(name).source_run_id
-    if "@" in name:
-        version = client.get_model_version_by_alias(*name.split("@", 1))
-    else:
-        version = client.get_model_version(*name.split("/", 1))
-    if version.run_id:
-        return version.run_id
-    return client.get_logged_model(version.model_id).source_run_id if version.model_id else None
+    try:
+        if name.startswith("m-") and "/" not in name and "@" not in name:
+            return get_run(client.get_logged_model(name).source_run_id)
+        version = (client.get_model_version_by_alias(*name.split("@", 1)) if "@" in name
+                   else client.get_model_version(*name.split("/", 1)))
+        run_id = version.run_id or (client.get_logged_model(version.model_id).source_run_id if version.model_id else None)
+    except MlflowException as error:
+        raise ModelNotFoundError(f"model {text}: {error.message}") from None
+    return get_run(run_id) if run_id else None
 
 
 def _hub_snapshot(repo_id: str) -> Path:
@@ -158,12 +149,13 @@ def _hub_snapshot(repo_id: str) -> Path:
     except Exception as error:  # offline misses and bad ids raise several unrelated hub error types
         raise ModelNotFoundError(
             f"{repo_id!r} is not a local folder, an MLflow run id or model URI, and not in the Hugging Face "
-            f"cache ({type(error).__name__}: {error}); download it first or pass a local path"
+            f"cache ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); download it "
+            "first or pass a local path"
         ) from error
 
 
 def load_tokenizer(ref: str | os.PathLike):
-    """The tokenizer of a checkpoint with upstream's settings: pad = EOS, left padding (reference-spec 4.1)."""
+    """The tokenizer of a checkpoint with upstream's settings: pad = EOS, left padding (docs/upstream.md 4.1)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(ref))
@@ -210,9 +202,3 @@ def log_hf_model(model, tokenizer, name: str = MODEL_ARTIFACT, tags: dict | None
     mlflow.finalize_logged_model(logged.model_id, "READY")
     mlflow.set_tag(MODEL_URI_TAG, logged.model_uri)
     return logged.model_uri
-
-
-if __name__ == "__main__":
-    from entrypoints.tiny_model import main
-
-    main()

@@ -1,12 +1,12 @@
 """Every prompt template of the harness: SFT tasks, GRPO prompts and the evaluation prompt.
 
-The wording is upstream's, character for character, typos included (reference-spec 4.3, 5.3, 6.2).
+The wording is upstream's, character for character, typos included (docs/upstream.md 4.3, 5.3, 6.2).
 A prompt has two parts because upstream tokenises them separately and concatenates the ids
-(reference-spec 4.2, 6.2): the instruction preamble and the body. RL prompts have no preamble (spec 8.2).
+(docs/upstream.md 4.2, 6.2): the instruction preamble and the body. RL prompts have no preamble (docs/upstream.md 8.2).
 
 Two upstream answer leaks live here behind ``leak_answer`` (off by default, on with ``upstream_quirks``):
-the SFT alignment task puts the answer after ``### Response:`` (spec 8.1 A), and so do the RL title->SID and
-description->SID prompts (spec 8.1 B).
+the SFT alignment task puts the answer after ``### Response:`` (docs/upstream.md 8.1 A), and so do the RL title->SID and
+description->SID prompts (docs/upstream.md 8.1 B).
 """
 
 from __future__ import annotations
@@ -74,12 +74,12 @@ def category_text(category: str) -> str:
 
 
 def preamble(instruction: str, end: str = "\n\n") -> str:
-    """``PRE(instr)`` of reference-spec 4.3."""
+    """``PRE(instr)`` of docs/upstream.md 4.3."""
     return _PREAMBLE.format(instruction=instruction, end=end)
 
 
 def body(user_input: str, response: str = "") -> str:
-    """``BODY(inp, out)`` of reference-spec 4.3."""
+    """``BODY(inp, out)`` of docs/upstream.md 4.3."""
     return _BODY.format(user_input=user_input, response=response)
 
 
@@ -98,7 +98,7 @@ def _sid_history_input(history_sids: Sequence[str]) -> str:
     )
 
 
-# --- SFT tasks (reference-spec 4.3) -------------------------------------------------------------------------
+# --- SFT tasks (docs/upstream.md 4.3) -------------------------------------------------------------------------
 
 
 def sft_sid_history(history_sids: Sequence[str], target_sid: str) -> Prompt:
@@ -107,13 +107,13 @@ def sft_sid_history(history_sids: Sequence[str], target_sid: str) -> Prompt:
 
 
 def sft_title_to_sid(title: str, sid: str, leak_answer: bool = False) -> Prompt:
-    """Task 2a, SidItemFeatDataset title2sid (the leak, spec 8.1 A, only with ``leak_answer``)."""
+    """Task 2a, SidItemFeatDataset title2sid (the leak, docs/upstream.md 8.1 A, only with ``leak_answer``)."""
     user_input = f"Which item has the title: {title}?"
     return Prompt(preamble(ALIGNMENT_INSTRUCTION), body(user_input, sid if leak_answer else ""), f"{sid}\n")
 
 
 def sft_sid_to_title(sid: str, title: str, leak_answer: bool = False) -> Prompt:
-    """Task 2b, SidItemFeatDataset sid2title (the leak, spec 8.1 A, only with ``leak_answer``)."""
+    """Task 2b, SidItemFeatDataset sid2title (the leak, docs/upstream.md 8.1 A, only with ``leak_answer``)."""
     user_input = f'What is the title of item "{sid}"?'
     return Prompt(preamble(ALIGNMENT_INSTRUCTION), body(user_input, title if leak_answer else ""), f"{title}\n")
 
@@ -151,11 +151,11 @@ def sft_title_history_to_sid(history_titles: Sequence[str], target_sid: str, cat
     return Prompt(preamble(TITLES_TO_SID_INSTRUCTION), body(user_input), f"{target_sid}\n")
 
 
-# --- Evaluation (reference-spec 6.2) -------------------------------------------------------------------------
+# --- Evaluation (docs/upstream.md 6.2) -------------------------------------------------------------------------
 
 
 def test_prompt(history_sids: Sequence[str], target_sid: str, phrasing: str = "test") -> Prompt:
-    """The evaluation prompt: upstream's test wording by default, or the SFT task-1 wording (spec 8.2)."""
+    """The evaluation prompt: upstream's test wording by default, or the SFT task-1 wording (docs/upstream.md 8.2)."""
     if phrasing == "sft":
         return sft_sid_history(history_sids, target_sid)
     if phrasing != "test":
@@ -167,7 +167,7 @@ def test_prompt(history_sids: Sequence[str], target_sid: str, phrasing: str = "t
     return Prompt(preamble(SID_NEXT_INSTRUCTION), body(user_input), f"{target_sid}\n")
 
 
-# --- GRPO prompts (reference-spec 5.3): no preamble --------------------------------------------------------
+# --- GRPO prompts (docs/upstream.md 5.3): no preamble --------------------------------------------------------
 
 
 def rl_sid_history(history_sids: Sequence[str], target_sid: str) -> Prompt:
@@ -176,12 +176,12 @@ def rl_sid_history(history_sids: Sequence[str], target_sid: str) -> Prompt:
 
 
 def rl_title_to_sid(title: str, sid: str, leak_answer: bool = False) -> Prompt:
-    """RLTitle2SidDataset title2sid (the leak, spec 8.1 B, only with ``leak_answer``)."""
+    """RLTitle2SidDataset title2sid (the leak, docs/upstream.md 8.1 B, only with ``leak_answer``)."""
     return Prompt("", body(f"Which item has the title: {title}?", sid if leak_answer else ""), f"{sid}\n")
 
 
 def rl_description_to_sid(description: str, sid: str, leak_answer: bool = False) -> Prompt:
-    """RLTitle2SidDataset description2sid (the leak, spec 8.1 B, only with ``leak_answer``)."""
+    """RLTitle2SidDataset description2sid (the leak, docs/upstream.md 8.1 B, only with ``leak_answer``)."""
     user_input = f'An item can be described as follows: "{description}". Which item is it describing?'
     return Prompt("", body(user_input, sid if leak_answer else ""), f"{sid}\n")
 

@@ -1,7 +1,7 @@
 """Semantic IDs (SIDs): the token strings ``<a_x><b_y><c_z>[<d_r>]`` that name items.
 
 Upstream stores an item's SID as a list of tokens in ``<Cat>.index.json`` and as the concatenated string in
-the CSVs and the info file (reference-spec 1.1-1.2). Levels are the token positions: level 1 is ``<a_*>``.
+the CSVs and the info file (docs/upstream.md 1.1-1.2). Levels are the token positions: level 1 is ``<a_*>``.
 """
 
 from __future__ import annotations
@@ -35,5 +35,5 @@ def level_of(token: str) -> int:
 
 
 def sorted_sid_tokens(sids: Iterable[Iterable[str]]) -> list[str]:
-    """Every distinct token of the given SIDs, sorted lexicographically as upstream adds them (spec 1.5)."""
+    """Every distinct token of the given SIDs, sorted lexicographically as upstream adds them (docs/upstream.md 1.5)."""
     return sorted({tok for sid in sids for tok in sid})

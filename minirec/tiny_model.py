@@ -1,14 +1,16 @@
 """A tiny Qwen2-architecture model for CPU runs and tests: a pipeline-scale stand-in, not a pretrained LLM.
 
-    python -m minirec.models tiny --category Industrial_and_Scientific --out models/tiny-industrial [--seed 0]
+    python -m minirec.tiny_model --category Industrial_and_Scientific --output_dir models/tiny-industrial [--seed 0]
+    mlflow run . -e tiny_model -P category=Industrial_and_Scientific --env-manager local
 
 It has the shape of the real thing so every stage runs end to end on a laptop: a byte-level BPE tokenizer
 (4,096 entries, ~3,800 merges) trained on the category's item texts and on the harness's own prompt templates
 (``minirec.prompts``), a randomly initialised ``Qwen2ForCausalLM`` (2 layers, hidden 64), EOS = pad as in
-upstream (reference-spec 4.1), and the catalogue's SID tokens already added (spec 1.5). It knows nothing
+upstream (docs/upstream.md 4.1), and the catalogue's SID tokens already added (1.5). It knows nothing
 until SFT teaches it; results from it say whether the pipeline works, never what MiniOneRec achieves.
 
-The same category, data and seed give byte-identical files.
+The same category, data and seed give byte-identical files. Nothing is logged to MLflow: the folder is an
+input for ``sft --model``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+from dataclasses import dataclass
+
 from minirec import prompts
 from minirec.data import Catalogue, locate, read_split
+from minirec.settings import StageSettings, setting
+from minirec.stage import Recipe
 
 EOS_TOKEN = "<|endoftext|>"
 VOCAB_SIZE = 4096
@@ -114,3 +120,35 @@ def build_tiny_model(category: str, out_dir: str | os.PathLike, data_dir=None, s
 def _iter_corpus(category: str, catalogue: Catalogue, train_csv: Path) -> Iterator[str]:
     yield from _item_texts(catalogue)
     yield from _prompt_texts(category, catalogue, train_csv)
+
+
+@dataclass
+class TinyModelSettings(StageSettings):
+    STAGE = "tiny_model"
+
+    output_dir: str = setting("", "folder to write (replaced whole; default outputs/models/tiny-<category>-seed<seed>)")
+    seed: int = setting(0, "weight-initialisation seed")
+
+
+class TinyModelRecipe(Recipe):
+    """``python -m minirec.tiny_model``: build the tiny model into a folder (no MLflow run)."""
+
+    stage = "tiny_model"
+    settings_class = TinyModelSettings
+    module = "minirec.tiny_model"
+    tracked = False
+
+    def run(self) -> None:
+        settings = self.settings
+        out = settings.output_dir or str(Path("outputs") / "models" / f"tiny-{settings.category}-seed{settings.seed}")
+        self.path = build_tiny_model(settings.category, out, data_dir=settings.data_dir or None, seed=settings.seed)
+
+    def log(self) -> None:
+        print(f"[tiny_model] tiny model for {self.settings.category} (seed {self.settings.seed}) written to "
+              f"{self.path}", flush=True)
+
+
+if __name__ == "__main__":
+    from minirec.stage import main
+
+    raise SystemExit(main(TinyModelRecipe))

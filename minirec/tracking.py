@@ -1,12 +1,21 @@
-"""MLflow conventions shared by every stage.
+"""MLflow conventions and the one run life-cycle every stage goes through (:func:`stage_run`).
+
+    with stage_run(settings, stage="sft", source=settings.model, files=files, splits=SPLITS) as run:
+        ...                                     # the stage's work; metrics and artifacts go to ``run``
 
 - Tracking URI: ``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project>/mlflow.db`` (the file store is
   refused by recent MLflow). Telemetry is off and the Hugging Face hub is offline.
-- One experiment per category, named ``minirec-<Category>`` (``minirec-comparison`` for cross-category runs).
+- One experiment per category, ``minirec-<Category>`` (``minirec-comparison`` for cross-category runs), with its
+  artifacts beside a sqlite store in ``mlartifacts/``.
 - Every run is tagged ``category``, ``stage`` (what the run is about: data, sft, grpo, popularity, ...),
-  ``source`` (where its input came from: a file, a model, a run id) and ``entry_point``; runs holding scored
-  beam outputs are also tagged ``scored=true`` so ``compare`` can find them.
-- Every run records the git commit, ``pip freeze``, the device, and the sha256 of each data file it read.
+  ``source`` (where its input came from: a file, a model, a run id), ``entry_point``, ``preset`` and
+  ``git_commit``; runs holding scored beam outputs are also tagged ``scored=true`` so ``compare`` finds them.
+- Every run logs its resolved settings (params and ``config/resolved.yaml``), ``pip freeze``, the device, the
+  data files it read (path, rows, sha256 as ``data.<role>.*`` params) and each split as an MLflow dataset input,
+  and which train file stands behind its numbers (``train_file.*``). Training and evaluation runs also log
+  system metrics (CPU, memory, and GPUs through ``pynvml`` when installed).
+- A run started by ``mlflow run`` (``MLFLOW_RUN_ID``) is joined when it lives in the stage's experiment; a run
+  ``mlflow run`` opened elsewhere ("Default") is tagged with a pointer to the stage's own run instead.
 
 Metric names may not contain ``@``: ``HR@10`` is logged as ``HR_at_10`` (:func:`metric_name`).
 """
@@ -14,18 +23,20 @@ Metric names may not contain ``@``: ``HR@10`` is logged as ``HR_at_10`` (:func:`
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 from minirec.data.layout import PROJECT_ROOT, CategoryFiles, file_record
 
 COMPARISON_EXPERIMENT = "minirec-comparison"
+PARENT_ENV, STAGE_KEY_ENV = "MINIREC_PARENT_RUN_ID", "MINIREC_STAGE_KEY"
+STAGE_KEY_TAG, POINTER_TAG = "minirec.stage_key", "minirec.stage_run"
+DATA_ROLES = ("train", "valid", "test", "index", "items", "info")
 
 
 def configure_environment() -> str:
@@ -42,7 +53,7 @@ def configure_environment() -> str:
     return uri
 
 
-def experiment_name(category: str) -> str:
+def experiment_name(category: str | None) -> str:
     """The experiment that holds a category's runs; ``all`` (or none) goes to the comparison experiment."""
     return COMPARISON_EXPERIMENT if category in ("", "all", None) else f"minirec-{category}"
 
@@ -73,11 +84,6 @@ def ensure_experiment(name: str) -> str:
 def metric_name(name: str) -> str:
     """A paper-notation metric name as a valid MLflow key: ``HR@10`` -> ``HR_at_10``."""
     return name.replace("@", "_at_")
-
-
-def is_main_process() -> bool:
-    """True on rank 0 of a distributed launch (or when not distributed): only it logs to MLflow."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
 def git_commit() -> str:
@@ -116,75 +122,7 @@ def device_info() -> dict:
     return info
 
 
-def log_data_files(files: CategoryFiles, roles: tuple[str, ...] = ("train", "valid", "test", "index", "items", "info")) -> dict:
-    """Log path, rows and sha256 of each data file read, as params ``data.<role>.*`` and ``data_files.json``."""
-    import mlflow
-
-    records = {role: file_record(files.all_files()[role]) for role in roles}
-    params = {}
-    for role, record in records.items():
-        params[f"data.{role}.path"] = record["path"]
-        params[f"data.{role}.sha256"] = record["sha256"]
-        if "rows" in record:
-            params[f"data.{role}.rows"] = record["rows"]
-    params["data.train_is_partial"] = files.train_is_partial
-    mlflow.log_params(params)
-    mlflow.log_dict(records, "data_files.json")
-    return records
-
-
-def adopt_outer_run_as_parent() -> str | None:
-    """For a command that makes several runs: turn the run ``mlflow run`` opened into their parent.
-
-    Without this, each of the command's runs would join that one run and overwrite each other's params.
-    """
-    outer = os.environ.pop("MLFLOW_RUN_ID", None)
-    if outer:
-        os.environ["MINIREC_PARENT_RUN_ID"] = outer
-    return outer
-
-
-@contextlib.contextmanager
-def start_run(
-    *,
-    category: str,
-    stage: str,
-    source: str,
-    entry_point: str,
-    run_name: str | None = None,
-    tags: Mapping[str, str] | None = None,
-    nested: bool = False,
-    parent_run_id: str | None = None,
-) -> Iterator["mlflow.ActiveRun"]:  # noqa: F821
-    """Start (or join, under ``mlflow run``) a run in the category's experiment with the standard tags.
-
-    ``mlflow run`` exports ``MLFLOW_RUN_ID``; ``mlflow.start_run`` then resumes that run, so the entry point's
-    run and ours are one and the same.
-    """
-    configure_environment()
-    import mlflow
-
-    if not os.environ.get("MLFLOW_RUN_ID") and not nested:
-        mlflow.set_experiment(experiment_id=ensure_experiment(experiment_name(category)))
-    all_tags = {
-        "category": category,
-        "stage": stage,
-        "source": source,
-        "entry_point": entry_point,
-        "git_commit": git_commit(),
-        **(tags or {}),
-    }
-    # ``main`` runs each stage as a child of its pipeline run and says which through the environment.
-    parent_run_id = parent_run_id or os.environ.get("MINIREC_PARENT_RUN_ID")
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    # ...and which stage it is, so a later ``main`` can find the finished run and reuse it.
-    if os.environ.get("MINIREC_STAGE_KEY"):
-        all_tags["minirec.stage_key"] = os.environ["MINIREC_STAGE_KEY"]
-    with mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags) as run:
-        mlflow.log_text(pip_freeze(), "environment/pip_freeze.txt")
-        mlflow.log_dict(device_info(), "environment/device.json")
-        yield run
+# --- params and data -----------------------------------------------------------------------------------------
 
 
 def log_params(params: Mapping[str, object]) -> None:
@@ -208,6 +146,40 @@ def log_params(params: Mapping[str, object]) -> None:
         mlflow.log_params(fresh)
 
 
+def train_file_params(files: CategoryFiles) -> dict[str, str]:
+    """``train_file.*``: which train split stands behind a run's numbers, its path relative to the data folder."""
+    record = file_record(files.train)
+    return {"train_file.path": files.relative(files.train), "train_file.data_dir": files.data_dir_label,
+            "train_file.rows": str(record["rows"]), "train_file.sha256": record["sha256"],
+            "train_file.partial": str(files.train_is_partial).lower()}
+
+
+def log_data(files: CategoryFiles, roles: Sequence[str] = DATA_ROLES, splits: Sequence[str] = ()) -> dict:
+    """Log the data files read (``data.<role>.*`` params, ``data_files.json``) and each of ``splits`` as a
+    dataset input (name ``<Category>/<split>``, source its path, digest of its rows); returns the records."""
+    import mlflow
+
+    from minirec.data.catalogue import read_split
+
+    records = {role: file_record(files.all_files()[role]) for role in roles}
+    params = {"data.root": str(files.root.parent)}
+    for role, record in records.items():
+        params[f"data.{role}.path"] = record["path"]
+        params[f"data.{role}.sha256"] = record["sha256"]
+        if "rows" in record:
+            params[f"data.{role}.rows"] = record["rows"]
+    params["data.train_is_partial"] = files.train_is_partial
+    log_params(params)
+    mlflow.log_dict(records, "data_files.json")
+    for split in splits:
+        path = files.split(split)
+        frame = read_split(path, parse_histories=False)
+        if len(frame):
+            dataset = mlflow.data.from_pandas(frame, source=str(path.resolve()), name=f"{files.category}/{split}")
+            mlflow.log_input(dataset, context=split)
+    return records
+
+
 def log_json_metrics(values: Mapping[str, float], step: int | None = None) -> None:
     """Log a mapping of paper-notation names (``HR@10``) as MLflow metrics (``HR_at_10``); skips non-numbers."""
     import mlflow
@@ -216,9 +188,133 @@ def log_json_metrics(values: Mapping[str, float], step: int | None = None) -> No
     mlflow.log_metrics(numeric, step=step)
 
 
-def dump_json(obj) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False)
+# --- the run life-cycle --------------------------------------------------------------------------------------
 
 
-def project_path(*parts: str) -> Path:
-    return PROJECT_ROOT.joinpath(*parts)
+def adopt_outer_run_as_parent() -> str | None:
+    """For a command that makes several runs: turn the run ``mlflow run`` opened into their parent."""
+    outer = os.environ.pop("MLFLOW_RUN_ID", None)
+    if outer:
+        os.environ[PARENT_ENV] = outer
+    return outer
+
+
+def _joinable_outer_run(experiment_id: str) -> tuple[str | None, str | None]:
+    """``(run to join, run to point at ours)`` for the ``MLFLOW_RUN_ID`` that ``mlflow run`` (or our launcher)
+    exported: joined when it lives in our experiment, else tagged with a pointer once our run exists."""
+    import mlflow
+
+    outer = os.environ.pop("MLFLOW_RUN_ID", None)
+    if not outer:
+        return None, None
+    run = mlflow.MlflowClient().get_run(outer)
+    if run.info.experiment_id == experiment_id:
+        return outer, None
+    return None, outer
+
+
+def _point_outer_run(outer: str, run, experiment: str) -> None:
+    """Tag the run ``mlflow run`` opened outside the stage's experiment with where the stage's run is."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_tag(outer, POINTER_TAG, run.info.run_id)
+    client.set_tag(outer, "mlflow.note.content",
+                   f"This stage ran as run {run.info.run_id} in experiment {experiment}; its metrics, model and "
+                   f"outputs are there (pass --experiment-name {experiment} to mlflow run to use one run).")
+    print(f"[tracking] run {run.info.run_id} in experiment {experiment} (mlflow run's {outer} points to it)",
+          flush=True)
+
+
+@contextlib.contextmanager
+def stage_run(
+    settings=None,
+    *,
+    stage: str,
+    source: str,
+    category: str | None = None,
+    run_name: str | None = None,
+    entry_point: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    files: CategoryFiles | None = None,
+    roles: Sequence[str] = DATA_ROLES,
+    splits: Sequence[str] = (),
+    system_metrics: bool = False,
+    parent_run_id: str | None = None,
+    nested: bool = False,
+    experiment: str | None = None,
+) -> Iterator["mlflow.ActiveRun"]:  # noqa: F821
+    """Start (or join) a stage's run with the standard tags and records, end it FINISHED, FAILED or KILLED.
+
+    ``settings`` (a :class:`minirec.settings.Settings`) are logged as params and ``config/resolved.yaml``, its
+    preset file as ``config/<name>.yaml``; ``files`` are logged as data (``roles``) and dataset inputs
+    (``splits``). ``category`` defaults to the settings' category.
+    """
+    configure_environment()
+    import mlflow
+
+    category = category or getattr(settings, "category", "all")
+    experiment = experiment or experiment_name(category)
+    experiment_id = ensure_experiment(experiment)
+    join, point = (None, None) if nested else _joinable_outer_run(experiment_id)
+    all_tags = {"category": category, "stage": stage, "source": source, "entry_point": entry_point or stage,
+                "git_commit": git_commit(), **({"preset": settings.preset} if getattr(settings, "preset", "") else {}),
+                **(tags or {})}
+    parent_run_id = parent_run_id or os.environ.get(PARENT_ENV)
+    if parent_run_id and parent_run_id != join:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    if os.environ.get(STAGE_KEY_ENV):
+        all_tags[STAGE_KEY_TAG] = os.environ[STAGE_KEY_ENV]
+    with contextlib.ExitStack() as stack:
+        run = stack.enter_context(mlflow.start_run(
+            run_id=join, experiment_id=None if join else experiment_id, run_name=None if join else run_name,
+            nested=nested, tags=all_tags, log_system_metrics=system_metrics or None))
+        if point:
+            _point_outer_run(point, run, experiment)
+        if settings is not None and hasattr(settings, "output_dir") and not settings.output_dir:
+            settings.output_dir = str(default_output_dir(settings.STAGE, category, run.info.run_id))
+        mlflow.log_text(pip_freeze(), "environment/pip_freeze.txt")
+        mlflow.log_dict(device_info(), "environment/device.json")
+        if settings is not None:
+            log_settings(settings)
+        if files is not None:
+            log_data(files, roles, splits)
+            if "train" in roles:
+                log_params(train_file_params(files))
+        try:
+            yield run
+        except KeyboardInterrupt:
+            mlflow.end_run("KILLED")
+            raise
+
+
+def default_output_dir(stage: str, category: str, run_id: str) -> Path:
+    """``outputs/<stage>/<category>/<run id>``: a run's own folder, never shared with another run."""
+    return PROJECT_ROOT / "outputs" / stage / category / run_id
+
+
+def log_settings(settings) -> None:
+    """The resolved settings as params and ``config/resolved.yaml``, and the preset file they started from."""
+    import mlflow
+
+    log_params(settings.as_params())
+    mlflow.log_text(settings.to_yaml(), "config/resolved.yaml")
+    preset = getattr(settings, "preset", "")
+    if preset:
+        path = settings.preset_path(preset)
+        mlflow.log_text(path.read_text(encoding="utf-8"), f"config/{path.name}")
+
+
+@contextlib.contextmanager
+def attached_run(run_id: str) -> Iterator["mlflow.ActiveRun"]:  # noqa: F821
+    """Log into the run the launcher created for this multi-process stage (rank 0 of the launched processes).
+
+    It ends FINISHED or FAILED with this process; the launcher, which waits for every process, marks it FAILED
+    afterwards if any other process failed.
+    """
+    configure_environment()
+    import mlflow
+
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run

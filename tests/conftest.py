@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +85,92 @@ def industrial_catalogue(industrial_files):
     from minirec.data import Catalogue
 
     return Catalogue.load(industrial_files)
+
+
+def run_stage(recipe_class, *argv) -> str:
+    """Run a stage's command line in this process (as ``python -m minirec.<stage>``); return its run id.
+
+    A user error raises :class:`minirec.errors.UserError` here (the command line would print it and exit 2).
+    """
+    from minirec.stage import execute
+
+    recipes = execute(recipe_class, [str(arg) for arg in argv])
+    return recipes[-1].mlflow_run.info.run_id
+
+
+def stage_exit(recipe_class, *argv) -> int:
+    """The exit status of a stage's command line run in this process."""
+    from minirec.stage import main
+
+    return main(recipe_class, [str(arg) for arg in argv])
+
+
+# --- a real mlflow server on 127.0.0.1 -------------------------------------------------------------------------
+
+SERVER_STARTUP_SECONDS = 120  # a cold server import takes ~10 s on an idle core; the test machine is shared
+SERVER_STOP_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class Server:
+    uri: str
+    root: Path  # holds backend.db and the --artifacts-destination folder
+    artifacts: Path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (server and uvicorn worker), SIGKILL whatever outlives it."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)  # start_new_session: the server leads a group of its own
+        process.wait(timeout=SERVER_STOP_SECONDS)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=SERVER_STOP_SECONDS)
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path):
+    """``python -m mlflow server`` on 127.0.0.1 and a free port, its backend ``root/backend.db`` and its
+    proxied artifacts in ``root/artifacts`` (``mlflow-artifacts:/`` URIs, so the folder can move)."""
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = root / "server.log"
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root / 'backend.db'}",
+        "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
+    ]
+    # No background job runner: the stages never submit server-side jobs, and it slows start and stop.
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVER_STARTUP_SECONDS
+        while not _healthy(uri):
+            if process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with status {process.returncode}:\n{log.read_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not answer {uri}/health in {SERVER_STARTUP_SECONDS} s")
+            time.sleep(0.5)
+        yield Server(uri=uri, root=root, artifacts=root / "artifacts")
+    finally:
+        _stop(process)

@@ -23,8 +23,9 @@ import pytest
 from conftest import INDUSTRIAL, OFFICE
 from matplotlib.image import imread
 
-from entrypoints.compare import main
-from entrypoints.score import main as score_main
+from conftest import run_stage
+from minirec.compare.recipe import CompareRecipe
+from minirec.score.recipe import ScoreRecipe
 from minirec.beams import write_beams
 from minirec.compare import (
     COMPARISON_COLUMNS,
@@ -38,7 +39,8 @@ from minirec.compare import (
 from minirec.data import locate
 from minirec.data.catalogue import Catalogue, read_split
 from minirec.score import log_scores, score_predictions
-from minirec.tracking import git_commit, log_data_files, start_run
+from minirec.errors import UserError
+from minirec.tracking import git_commit, log_params, stage_run, train_file_params
 
 TABLE1_METRICS = ("HR@3", "HR@5", "HR@10", "NDCG@3", "NDCG@5", "NDCG@10")
 
@@ -99,7 +101,7 @@ def score_with_cli(category: str, stage: str, plan: dict[int, int], out_dir: Pat
     """A run made the way users make them: harness Parquet -> ``python -m minirec.score``."""
     frame, _ = planted_predictions(category, plan)
     beams = write_beams(out_dir / f"{category}-{stage}.parquet", frame)
-    run_id = score_main(["--predictions", str(beams), "--category", category, "--stage", stage])
+    run_id = run_stage(ScoreRecipe, "--predictions", beams, "--category", category, "--stage", stage)
     time.sleep(0.01)
     return run_id
 
@@ -110,8 +112,8 @@ def log_scored_run(category: str, stage: str, plan: dict[int, int], out_dir: Pat
     frame, _ = planted_predictions(category, plan)
     scores = score_predictions(frame, Catalogue.load(files))
     with pytest.raises(SimulatedCrash) if fail else contextlib.nullcontext():
-        with start_run(category=category, stage=stage, source="planted ranks", entry_point="score") as run:
-            log_data_files(files, roles=("train",))
+        with stage_run(category=category, stage=stage, source="planted ranks", entry_point="score") as run:
+            log_params(train_file_params(files))
             log_scores(scores, out_dir / run.info.run_id)
             if fail:
                 raise SimulatedCrash
@@ -156,8 +158,8 @@ def default_report(scored_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "latest"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", scored_store.uri)
-        result = main(["--paper", "table1", "--out", str(out)])
-    return out, result
+        run_id = run_stage(CompareRecipe, "--paper", "table1", "--out", out)
+    return out, run_id
 
 
 def read_paper_csv() -> dict[tuple[str, str, str], float]:
@@ -214,7 +216,7 @@ def test_comparison_csv_columns_and_arithmetic(default_report):
 
 def test_explicit_run_ids_override_the_latest(store, tmp_path):
     out = tmp_path / "explicit"
-    main(["--run_ids", f"{store.older}, {store.current[(OFFICE, 'grpo')]}", "--out", str(out)])
+    run_stage(CompareRecipe, "--run_ids", f"{store.older}, {store.current[(OFFICE, 'grpo')]}", "--out", out)
     frame = pd.read_csv(out / "comparison.csv")
     assert set(zip(frame["category"], frame["stage"])) == {(INDUSTRIAL, "sft"), (OFFICE, "grpo")}
     _, older_ranks = planted_predictions(INDUSTRIAL, OLDER_PLAN)
@@ -278,7 +280,7 @@ def test_report_has_every_section_and_its_provenance(store, default_report):
     assert time.strftime("%Y-%m-%d", time.gmtime()) in report
     assert f"trained on the PARTIAL train split `{locate(INDUSTRIAL).train.name}`" in report
     # The Office sft run came from the score CLI, which reads no train file: the report says so.
-    assert f"run {store.current[(OFFICE, 'sft')]}) did not record which train file" in report
+    assert f"run {store.current[(OFFICE, 'sft')]}): the train file behind these numbers is not recorded" in report
     for metric in ("HR@1", "NDCG@50", "HR@20"):
         assert f"| {metric} |" in report  # every K the scorer logged, not only Table 1's
 
@@ -309,12 +311,12 @@ def test_plots_are_real_images(default_report):
         height, width = imread(path).shape[:2]
         assert width >= 500 and height >= 400
         assert f"]({name})" in report
-    assert not list(out.glob(".compare-*"))  # the staging folder is gone
+    assert not list(out.parent.glob(f".{out.name}.*"))  # the staging folder is gone
 
 
 def test_comparison_run_logs_files_and_headline_metrics(store, default_report):
-    out, result = default_report
-    run = mlflow.get_run(result["run_id"])
+    out, run_id = default_report
+    run = mlflow.get_run(run_id)
     assert mlflow.get_experiment(run.info.experiment_id).name == "minirec-comparison"
     assert run.data.tags["stage"] == "compare" and run.data.tags["category"] == "all"
     assert set(run.data.params["compared_run_ids"].split(",")) == set(store.current.values())
@@ -327,17 +329,17 @@ def test_comparison_run_logs_files_and_headline_metrics(store, default_report):
 
 
 def test_unknown_paper_table_lists_the_known_ones(mlflow_uri, tmp_path):
-    with pytest.raises(SystemExit) as raised:
-        main(["--paper", "table9", "--out", str(tmp_path)])
-    assert "table9" in str(raised.value.code) and "table1" in str(raised.value.code)
+    with pytest.raises(UserError) as raised:
+        run_stage(CompareRecipe, "--paper", "table9", "--out", tmp_path)
+    assert "table9" in str(raised.value) and "table1" in str(raised.value)
 
 
 def test_no_scored_runs_says_which_command_makes_them(mlflow_uri, tmp_path):
-    with start_run(category=OFFICE, stage="sft", source="unscored", entry_point="sft"):
+    with stage_run(category=OFFICE, stage="sft", source="unscored"):
         pass
-    with pytest.raises(SystemExit) as raised:
-        main(["--out", str(tmp_path / "out")])
-    message = str(raised.value.code)
+    with pytest.raises(UserError) as raised:
+        run_stage(CompareRecipe, "--out", tmp_path / "out")
+    message = str(raised.value)
     assert "scored=true" in message and "python -m minirec.score" in message
     assert not (tmp_path / "out").exists()
 
@@ -352,10 +354,10 @@ def test_scored_run_without_its_files_is_refused_and_the_old_report_kept(mlflow_
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.md").write_text("previous report\n")
-    with start_run(category=OFFICE, stage="sft", source="broken", entry_point="score"):
+    with stage_run(category=OFFICE, stage="sft", source="broken", entry_point="score"):
         mlflow.set_tag("scored", "true")  # tagged, but scores/metrics.json was never logged
-    with pytest.raises(SystemExit) as raised:
-        main(["--out", str(out)])
-    assert "scores/metrics.json" in str(raised.value.code) and "python -m minirec.score" in str(raised.value.code)
+    with pytest.raises(UserError) as raised:
+        run_stage(CompareRecipe, "--out", out)
+    assert "scores/metrics.json" in str(raised.value) and "python -m minirec.score" in str(raised.value)
     assert (out / "report.md").read_text() == "previous report\n"
     assert sorted(path.name for path in out.iterdir()) == ["report.md"]

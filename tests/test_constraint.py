@@ -47,7 +47,7 @@ def test_fifty_beams_are_fifty_distinct_catalogue_sids_with_only_48_first_tokens
 
 
 def _four_token_catalogue() -> Catalogue:
-    """Two collision groups get a 4th token, as constrained RQ-Kmeans writes them (spec 3.4)."""
+    """Two collision groups get a 4th token, as constrained RQ-Kmeans writes them (docs/upstream.md 3.4)."""
     tokens = {
         0: ["<a_1>", "<b_1>", "<c_1>"],
         1: ["<a_1>", "<b_1>", "<c_2>", "<d_1>"],
@@ -151,7 +151,7 @@ def test_checkpoint_sampling_defaults_cannot_leak_into_beam_search(
 
     constraint = SidConstraint.from_catalogue(industrial_catalogue, tokenizer)
     eos = tokenizer.eos_token_id
-    # Upstream's config (spec 6.3) leaves the sampling fields unset, so the checkpoint's defaults fill them in.
+    # Upstream's config (docs/upstream.md 6.3) leaves the sampling fields unset, so the checkpoint's defaults fill them in.
     upstream = GenerationConfig(num_beams=20, num_return_sequences=20, length_penalty=0.0,
                                 max_new_tokens=constraint.max_new_tokens, pad_token_id=eos, eos_token_id=eos)
     merged, _ = leaky._prepare_generation_config(upstream)

@@ -16,9 +16,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import INDUSTRIAL, OFFICE
+from conftest import INDUSTRIAL, OFFICE, stage_exit
 
-from entrypoints.data import main
+from minirec.data.recipe import DataRecipe
 from minirec.data import locate, read_split
 from minirec.data.validate import validate_category
 
@@ -91,9 +91,8 @@ def cell(path: Path, line: int, column: str) -> str:
 
 
 def run_cli(data_dir: Path, capsys, category: str = OFFICE) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["validate", "--category", category, "--data-dir", str(data_dir)])
-    return exit_info.value.code, capsys.readouterr().err
+    code = stage_exit(DataRecipe, "--category", category, "--data-dir", data_dir)
+    return code, capsys.readouterr().err
 
 
 def assert_reported(message: str, path: Path, line: int | None, column: str, value) -> None:
@@ -128,7 +127,7 @@ def test_bundled_category_validates_clean_with_documented_figures(category):
 def test_clean_run_logs_datasets_results_and_tags(tmp_path, store, capsys):
     data_dir = copy_category(INDUSTRIAL, tmp_path / "data")
     copy_category(OFFICE, data_dir)
-    assert main(["validate", "--category", "all", "--data_dir", str(data_dir)]) == 0
+    assert stage_exit(DataRecipe, "--category", "all", "--data_dir", data_dir) == 0
     printed = capsys.readouterr().out
     assert f"{INDUSTRIAL}: valid" in printed and f"{OFFICE}: valid" in printed
 
@@ -341,13 +340,13 @@ def test_unreadable_json_names_file_and_line(office_copy, store, capsys):
 
 def test_help_names_the_command_and_both_option_spellings(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["validate", "--help"])
+        stage_exit(DataRecipe, "--help")
     assert exit_info.value.code == 0
     usage = capsys.readouterr().out
     assert "--category" in usage and "--data-dir" in usage and "--data_dir" in usage and "all" in usage
 
 
-def test_all_under_mlflow_run_nests_one_run_per_category(tmp_path, store, monkeypatch):
+def test_all_under_mlflow_run_makes_one_child_run_per_category(tmp_path, store, monkeypatch):
     data_dir = copy_category(INDUSTRIAL, tmp_path / "data", rows=40)
     copy_category(OFFICE, data_dir, rows=40)
     experiment = mlflow.create_experiment(f"project-{tmp_path.name}", (tmp_path / "artifacts").as_uri())
@@ -355,11 +354,11 @@ def test_all_under_mlflow_run_nests_one_run_per_category(tmp_path, store, monkey
     monkeypatch.setenv("MLFLOW_RUN_ID", project_run.info.run_id)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
     mlflow.set_experiment(experiment_id=experiment)  # as in the fresh process `mlflow run` starts
-    assert main(["validate", "--category", "all", "--data-dir", str(data_dir)]) == 0
+    assert stage_exit(DataRecipe, "--category", "all", "--data-dir", data_dir) == 0
     runs = {run.data.tags["category"]: run for run in runs_from(data_dir)}
-    assert set(runs) == {"all", INDUSTRIAL, OFFICE}
-    assert runs["all"].info.run_id == project_run.info.run_id
+    assert set(runs) == {INDUSTRIAL, OFFICE}
     for category in (INDUSTRIAL, OFFICE):
+        # each category's run lives in its own experiment, where later stages look; mlflow run's run is parent
         assert runs[category].data.tags["mlflow.parentRunId"] == project_run.info.run_id
-        assert runs[category].info.experiment_id == experiment
+        assert mlflow.get_experiment(runs[category].info.experiment_id).name == f"minirec-{category}"
         assert runs[category].data.metrics["rows_test"] == 40

@@ -5,17 +5,21 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from conftest import run_stage
+
 from minirec.beams import read_predictions
-from minirec.evaluate import ShardMismatchError, evaluate_model
+from minirec.evaluate import DecodeSettings, ShardMismatchError, evaluate_model
 from minirec.score import score_predictions
 
 CATEGORY = "Industrial_and_Scientific"
 
 
-def _evaluate(loaded, files, catalogue, out, **options):
+def _evaluate(loaded, files, catalogue, out, on_shard=None, **options):
     model, tokenizer = loaded
-    settings = dict(split="test", num_beams=10, batch_size=2, limit=12, progress=False) | options
-    return evaluate_model(model, tokenizer, files, catalogue, out_dir=out, **settings)
+    decode = DecodeSettings(**(dict(num_beams=10, batch_size=2, limit=12) | options))
+    evaluation = evaluate_model(model, tokenizer, files, catalogue, decode, split="test", out_dir=out,
+                                on_shard=on_shard, progress=False)
+    return evaluation.beams, evaluation.scores
 
 
 def test_parquet_and_upstream_json_hold_the_same_predictions_and_score_alike(
@@ -75,17 +79,18 @@ def test_an_interrupted_evaluation_resumes_to_the_same_result(
         _evaluate(tiny_loaded, industrial_files, industrial_catalogue, tmp_path / "resumed", limit=20, num_beams=5)
 
 
-def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny_industrial, tiny_loaded, mlflow_uri, tmp_path):
+def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny_industrial, tiny_loaded, mlflow_uri, tmp_path,
+                                                           industrial_files):
     import mlflow
 
-    from entrypoints.evaluate import main
+    from minirec.evaluate.recipe import EvaluateRecipe
     from minirec.models import log_hf_model
-    from minirec.tracking import start_run
+    from minirec.tracking import stage_run
 
-    with start_run(category=CATEGORY, stage="sft", source="test", entry_point="sft") as sft_run:
+    with stage_run(category=CATEGORY, stage="sft", source="test", files=industrial_files) as sft_run:
         log_hf_model(*tiny_loaded)
-    main(["--model", sft_run.info.run_id, "--category", CATEGORY, "--limit", "4", "--num_beams", "10",
-          "--batch-size", "4", "--out", str(tmp_path / "out")])
+    run_stage(EvaluateRecipe, "--model", sft_run.info.run_id, "--category", CATEGORY, "--limit", "4",
+              "--num_beams", "10", "--batch-size", "4", "--out", tmp_path / "out")
 
     runs = mlflow.search_runs(experiment_names=[f"minirec-{CATEGORY}"], filter_string="tags.entry_point = 'evaluate'",
                               output_format="list")
@@ -98,6 +103,10 @@ def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny_industrial, tiny
     assert {"HR_at_10", "NDCG_at_10", "HR_at_10_ci_low"} <= run.data.metrics.keys()
     assert run.data.params["sid_tokens_added"] == "0"
     assert run.data.params["generation.do_sample"] == "False"
+    # provenance: the train file of the run that trained the model, relative to the data directory
+    assert run.data.params["train_file.path"] == industrial_files.relative(industrial_files.train)
+    assert run.data.params["train_file.rows"] == "12243"
+    assert [i.dataset.name for i in run.inputs.dataset_inputs] == [f"{CATEGORY}/test"]
     assert run.data.params["generation.length_penalty"] == "0.0"
     artifacts = {a.path for folder in ("", "beams", "scores")
                  for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, folder or None)}
@@ -111,14 +120,17 @@ def test_two_processes_give_the_single_process_result(tiny_industrial, mlflow_ur
     import subprocess
     import sys
 
+    import mlflow
+
     # One BLAS thread everywhere: the untrained model's near-tied beams reorder under other summation orders.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    evaluate = ["-m", "minirec.evaluate", "--model", str(tiny_industrial), "--category", CATEGORY, "--limit", "20",
-                "--num-beams", "10", "--batch-size", "2", "--out"]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
-              "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    subprocess.run([sys.executable, *evaluate, str(tmp_path / "one")], check=True, timeout=600, env=env)
-    subprocess.run([*launch, *evaluate, str(tmp_path / "two")], check=True, timeout=600, env=env)
+    evaluate = [sys.executable, "-m", "minirec.evaluate", "--model", str(tiny_industrial), "--category", CATEGORY,
+                "--limit", "20", "--num_beams", "10", "--batch_size", "2", "--device", "cpu", "--output_dir"]
+    subprocess.run([*evaluate, str(tmp_path / "one")], check=True, timeout=600, env=env)
+    subprocess.run([*evaluate, str(tmp_path / "two"), "--num_gpus", "2"], check=True, timeout=600, env=env)
     one, two = (pd.read_parquet(tmp_path / name / "beams.parquet") for name in ("one", "two"))
     assert len(two) == 20
     pd.testing.assert_frame_equal(one, two)
+    runs = mlflow.search_runs(experiment_names=[f"minirec-{CATEGORY}"], output_format="list")
+    assert sorted(run.data.params["processes"] for run in runs) == ["1", "2"]  # the launch really split the work
+    assert all(run.info.status == "FINISHED" for run in runs)

@@ -1,4 +1,4 @@
-"""GRPO rewards, prompt mixture and settings checks (reference-spec 5.3, 5.5), against hand-computed values."""
+"""GRPO rewards, prompt mixture and settings checks (docs/upstream.md 5.3, 5.5), against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import pytest
 
 from minirec.data import Catalogue
-from minirec.grpo.config import ConfigError, load_settings
+from minirec.errors import SettingsError
+from minirec.grpo.settings import GRPOSettings
 from minirec.grpo.data import GrpoDataError, alignment_rows, build_prompt_set, first_description, sid_history_rows
 from minirec.grpo.rewards import NdcgRuleReward, rank_penalties, reward_functions, rule_reward
 from minirec.grpo.rollout import group_prompts, rollout_counts
@@ -90,14 +91,14 @@ def test_group_prompts_takes_one_prompt_per_group_and_rejects_mixed_groups():
         group_prompts([[1]] * 5, 2)
 
 
-# --- prompt mixture (spec 5.3) --------------------------------------------------------------------------------
+# --- prompt mixture (docs/upstream.md 5.3) --------------------------------------------------------------------------------
 
 
 def test_alignment_counts_match_upstreams_measured_sizes(industrial_files):
     catalogue = Catalogue.load(industrial_files)
     quirks = alignment_rows(catalogue, upstream_quirks=True)
     tasks = [row["task"] for row in quirks]
-    # reference-spec 5.3 (measured on upstream's code): 3,646 title2sid + 2,870 description2sid
+    # docs/upstream.md 5.3 (measured on upstream's code): 3,646 title2sid + 2,870 description2sid
     assert (tasks.count("title_to_sid"), tasks.count("description_to_sid")) == (3646, 2870)
     fixed = alignment_rows(catalogue)
     assert [row["task"] for row in fixed].count("description_to_sid") == 2869  # no empty-description prompt
@@ -144,8 +145,8 @@ def test_tasks_select_parts_of_the_mixture(industrial_files):
     assert set(only.train["task"]) == {"sid_history", "title_to_sid"}
     with pytest.raises(ValueError, match="unknown or no GRPO prompt tasks"):
         build_prompt_set(industrial_files, tasks=("sid_to_title",))
-    with pytest.raises(ConfigError, match="tasks must name some of"):
-        load_settings("tiny", {"tasks": "sid_history,titles"})
+    with pytest.raises(SettingsError, match=r"tasks = \['sid_history', 'titles'\] is not allowed: expected some of"):
+        GRPOSettings.resolve("tiny", {"tasks": "sid_history,titles"})
 
 
 def test_sid_history_prompt_of_a_valid_row(industrial_files):
@@ -174,19 +175,37 @@ def test_a_broken_history_cell_names_file_row_and_field(industrial_files, tmp_pa
 
 
 def test_presets_resolve_and_paper_is_64_prompts_per_step():
-    paper = load_settings("paper")
-    assert (paper.per_device_batch_size, paper.gradient_accumulation_steps, paper.num_gpus) == (64, 4, 4)
-    assert paper.prompts_per_step() == 64
-    assert paper.per_device_batch_size * paper.gradient_accumulation_steps * paper.num_gpus == 1024
-    tiny = load_settings("tiny", {"learning_rate": "3e-4", "beam_search": "false"})
+    paper = GRPOSettings.resolve("paper")
+    assert (paper.per_device_batch_size, paper.gradient_accumulation_steps(), paper.num_gpus) == (64, 4, 4)
+    assert paper.prompts_per_step == 64 and paper.completions_per_step == 1024
+    tiny = GRPOSettings.resolve("tiny", {"learning_rate": "3e-4", "beam_search": "false"})
     assert (tiny.learning_rate, tiny.beam_search, tiny.preset) == (3e-4, False, "tiny")
 
 
-def test_batches_that_split_groups_are_rejected_with_the_numbers():
-    with pytest.raises(ConfigError, match=r"per_device_batch_size 24 x gradient_accumulation_steps 1 = 24 .* "
-                                          r"not a multiple of num_generations 16"):
-        load_settings("tiny", {"per_device_batch_size": 24, "gradient_accumulation_steps": 1})
-    with pytest.raises(ConfigError, match="num_generations must be at least 2"):
-        load_settings("tiny", {"num_generations": 1, "per_device_batch_size": 4})
-    with pytest.raises(ConfigError, match="unknown GRPO setting 'lr'"):
-        load_settings("tiny", {"lr": 1})
+@pytest.mark.parametrize("gpus, accumulation", [(1, 16), (2, 8), (4, 4), (8, 2)])
+def test_paper_is_64_prompts_of_16_beams_per_step_on_any_number_of_gpus(gpus, accumulation, capsys):
+    """rl.sh's 64 prompts x 16 beams per optimiser step; --print_config shows it without loading a model."""
+    import yaml
+
+    from minirec.grpo.recipe import GRPORecipe
+    from minirec.stage import main
+
+    assert main(GRPORecipe, ["--preset", "paper", "--num_gpus", str(gpus), "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["prompts_per_step"], printed["completions_per_step"]) == (64, 1024)
+    assert printed["gradient_accumulation_steps"] == accumulation
+    assert printed["per_device_batch_size"] * accumulation * gpus == 1024
+
+
+def test_batches_that_do_not_divide_or_split_groups_are_rejected_with_the_numbers():
+    with pytest.raises(SettingsError, match=r"prompts_per_step 64 x num_generations 16 = 1024 completions per "
+                                            r"optimiser step is not a multiple of per_device_batch_size 64 x 3 "
+                                            r"processes = 192"):
+        GRPOSettings.resolve("paper", {"num_gpus": 3})
+    with pytest.raises(SettingsError, match=r"roll out 24 completions per step .* not whole groups of "
+                                            r"num_generations 16"):
+        GRPOSettings.resolve("tiny", {"per_device_batch_size": 24, "prompts_per_step": 3, "num_gpus": 2})
+    with pytest.raises(SettingsError, match=r"num_generations = 1 is out of range: expected an integer from 2"):
+        GRPOSettings.resolve("tiny", {"num_generations": 1, "per_device_batch_size": 4})
+    with pytest.raises(SettingsError, match="unknown grpo setting 'lr'"):
+        GRPOSettings.resolve("tiny", {"lr": 1})

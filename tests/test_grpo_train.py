@@ -10,7 +10,8 @@ import torch
 
 from minirec.constraint import SidConstraint
 from minirec.data import Catalogue
-from minirec.grpo.config import load_settings
+from minirec.grpo.recipe import GRPORecipe
+from minirec.grpo.settings import GRPOSettings
 from minirec.grpo.data import build_prompt_set
 from minirec.grpo.rewards import rank_penalties
 from minirec.grpo.rollout import beam_rollout, sample_rollout
@@ -81,9 +82,9 @@ def test_step_zero_reference_is_the_sft_checkpoint_advantages_match_a_hand_compu
         tiny_policy, industrial_files, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from minirec.grpo.run import build_trainer, load_policy
+    from minirec.grpo.train import build_trainer, load_policy
 
-    settings = load_settings("tiny", {"model": str(tiny_policy), "output_dir": str(tmp_path), "eval_limit": 4})
+    settings = GRPOSettings.resolve("tiny", {"model": str(tiny_policy), "output_dir": str(tmp_path), "eval_limit": 4})
     catalogue = Catalogue.load(industrial_files)
     prompts = build_prompt_set(industrial_files, catalogue, max_train_prompts=4)
     model, tokenizer = load_policy(str(tiny_policy), "cpu")
@@ -122,12 +123,12 @@ def test_a_run_logs_its_metrics_and_an_extended_resume_is_a_linked_run_on_the_ne
         mlflow_uri, tiny_policy, tmp_path):
     from mlflow import MlflowClient
 
-    from entrypoints.grpo import main
+    from conftest import run_stage
     from minirec.models import MODEL_URI_TAG
 
     common = ["--category", INDUSTRIAL, "--output_dir", str(tmp_path / "out"), "--eval_steps", "0",
               "--eval_limit", "4", "--eval_beams", "10", "--eval_batch_size", "4", "--save_steps", "1"]
-    first = main(["--preset", "tiny", "--model", str(tiny_policy), "--max_train_prompts", "4", *common])
+    first = run_stage(GRPORecipe, "--preset", "tiny", "--model", tiny_policy, "--max_train_prompts", "4", *common)
     client = MlflowClient()
     run = client.get_run(first)
     assert run.data.tags["stage"] == "grpo" and run.data.tags["preset"] == "tiny"
@@ -144,12 +145,13 @@ def test_a_run_logs_its_metrics_and_an_extended_resume_is_a_linked_run_on_the_ne
     # 4 prompts, 2 per step: 2 steps; warm-up ceil(0.03 x 2) = 1 step, so lr(1) = 0 and lr(2) = the peak.
     assert metric_history(client, first, "learning_rate") == pytest.approx({1: 0.0, 2: 1e-4})
 
-    second = main(["--resume_from", first, "--num_train_epochs", "2", *common])
+    common[common.index("--output_dir") + 1] = str(tmp_path / "out2")
+    second = run_stage(GRPORecipe, "--resume_from", first, "--num_train_epochs", "2", *common)
     resumed = client.get_run(second)
     assert resumed.data.tags["resumed_from"] == first
     assert resumed.data.tags["mlflow.parentRunId"] == first
-    assert resumed.data.params["config.max_train_prompts"] == "4"
-    assert resumed.data.params["config.model"] == resumed.data.params["policy"] == str(tiny_policy)
+    assert resumed.data.params["max_train_prompts"] == "4"
+    assert resumed.data.params["model"] == str(tiny_policy)
     # Resumed at step 2 with 4 steps in all. Step 3 runs at the learning rate saved in the optimizer state: the
     # old 2-step curve's next value, lambda_old(2) = 0. From step 4 on, the schedule rebuilt for 4 steps (warm-up
     # ceil(0.03 x 4) = 1) applies: lr(s) = peak x lambda_new(s - 1), lambda_new(t) = (1 + cos(pi (t - 1) / 3)) / 2.
@@ -162,14 +164,16 @@ def test_a_run_logs_its_metrics_and_an_extended_resume_is_a_linked_run_on_the_ne
 def test_two_cpu_processes_split_whole_groups_and_log_once(mlflow_uri, tiny_policy, tmp_path):
     from mlflow import MlflowClient
 
-    from entrypoints.grpo import main
+    from conftest import run_stage
 
-    main(["--preset", "tiny", "--model", str(tiny_policy), "--num_gpus", "2", "--device", "cpu",
-          "--max_train_prompts", "8", "--eval_limit", "8", "--eval_beams", "10", "--output_dir", str(tmp_path)])
+    # 4 prompts per step over 2 processes: 2 per process, each in one micro-step of 32 completions
+    run_stage(GRPORecipe, "--preset", "tiny", "--model", tiny_policy, "--num_gpus", "2", "--device", "cpu",
+              "--prompts_per_step", "4", "--max_train_prompts", "8", "--eval_limit", "8", "--eval_beams", "10",
+              "--output_dir", tmp_path)
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name(f"minirec-{INDUSTRIAL}").experiment_id])
-    # 8 prompts, 2 per process per step, 2 processes: 2 optimiser steps, each of 4 whole groups of 16 beams
+    # 8 prompts, 4 per step: 2 optimiser steps, each of 4 whole groups of 16 beams
     history = client.get_metric_history(run.info.run_id, "rollout/distinct_sids_per_group")
     assert sorted(m.step for m in history) == [1, 2]
     assert run.data.metrics["rollout/distinct_sids_per_group"] == G
-    assert "valid/HR_at_10" in run.data.metrics and run.data.params["config.num_gpus"] == "2"
+    assert "valid/HR_at_10" in run.data.metrics and run.data.params["num_gpus"] == "2"

@@ -1,4 +1,4 @@
-"""Per-SID-level tables (reference-spec 6.6, a harness extension): worked examples and real-size invariants."""
+"""Per-SID-level tables (docs/upstream.md 6.6, a harness extension): worked examples and real-size invariants."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""calc.py parity (reference-spec 6.4), collision-aware HR, invalid counts and the user bootstrap.
+"""calc.py parity (docs/upstream.md 6.4), collision-aware HR, invalid counts and the user bootstrap.
 
 The oracle below is a straight transcription of calc.py's loop as the spec describes it: plain Python, one
 sample and one beam at a time, sharing no code with minirec.metrics. Parity is asserted with ``==``.
@@ -21,7 +21,7 @@ from minirec.score import score_predictions
 
 
 def calc_oracle(records: list[dict], info_first_columns: list[str]) -> tuple[dict, int]:
-    """calc.py per spec 6.4: returns ({"HR@K": .., "NDCG@K": ..}, CC)."""
+    """calc.py per docs/upstream.md 6.4: returns ({"HR@K": .., "NDCG@K": ..}, CC)."""
     valid = set()
     for name in info_first_columns:
         valid.add(name.strip())
@@ -178,7 +178,7 @@ def test_parity_with_calc_on_a_realistic_file(realistic):
     assert {k: scores.metrics[k] for k in expected} == expected
     assert scores.invalid == cc > 0
     assert scores.invalid_all > scores.invalid
-    # Colliding targets exist in this split (spec 1.6), so collision-aware HR is strictly lower.
+    # Colliding targets exist in this split (docs/upstream.md 1.6), so collision-aware HR is strictly lower.
     assert scores.metrics["HR_coll@50"] < scores.metrics["HR@50"]
 
 

@@ -10,100 +10,30 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
-from conftest import OFFICE
+from conftest import OFFICE, mlflow_server
 from mlflow import MlflowClient
 
 from minirec.data import locate
 from minirec.data.layout import PROJECT_ROOT, sha256_of
 from minirec.models import load_model_and_tokenizer, log_hf_model, resolve_model
 from minirec.tiny_model import build_tiny_model
-from minirec.tracking import start_run
+from minirec.tracking import stage_run
 
-STARTUP_SECONDS = 120  # a cold server import takes ~10 s on an idle core; the test machine is shared
-STOP_SECONDS = 15
 STAGE_SECONDS = 300
 BASELINES = ("popularity", "transition")
 
 
-@dataclass(frozen=True)
-class Server:
-    uri: str
-    artifacts: Path  # the server's --artifacts-destination
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-4000:]
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (server and uvicorn worker), SIGKILL whatever outlives it."""
-    group = process.pid  # start_new_session: the server leads a group of its own
-    try:
-        os.killpg(group, signal.SIGTERM)
-        process.wait(timeout=STOP_SECONDS)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=STOP_SECONDS)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log = root / "server.log"
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'backend.db'}",
-        "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
-    ]
-    # No background job runner: the stages never submit server-side jobs, and it slows start and stop.
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, cwd=root, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not _healthy(uri):
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with status {process.returncode}:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer {uri}/health in {STARTUP_SECONDS} s:\n{_tail(log)}")
-            time.sleep(0.5)
-        yield Server(uri=uri, artifacts=root / "artifacts")
-    finally:
-        _stop(process)
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +74,8 @@ def download_json(client: MlflowClient, run_id: str, path: str, into: Path) -> d
 def stages(tracking, tmp_path_factory):
     """data validate, both baselines and compare, run one after another as a user would; returns compare's --out."""
     out = tmp_path_factory.mktemp("compare-out")
-    run_stage("entrypoints.data", "validate", "--category", OFFICE)
-    run_stage("entrypoints.baselines", "--category", OFFICE, "--method", "all")
+    run_stage("minirec.data", "--category", OFFICE)
+    run_stage("minirec.baselines", "--category", OFFICE, "--method", "all")
     run_stage("minirec.compare", "--paper", "table1", "--category", OFFICE, "--out", str(out))
     return out
 
@@ -229,7 +159,7 @@ def test_a_checkpoint_logged_to_the_server_resolves_by_run_id_and_model_uri(tiny
                                                                           monkeypatch):
     monkeypatch.setenv("MINIREC_MODEL_CACHE", str(tmp_path / "cache"))
     model, tokenizer = load_model_and_tokenizer(tiny_model)
-    with start_run(category=OFFICE, stage="sft", source=str(tiny_model), entry_point="sft") as run:
+    with stage_run(category=OFFICE, stage="sft", source=str(tiny_model)) as run:
         model_uri = log_hf_model(model, tokenizer)
     # What was uploaded, saved again locally: save_pretrained of the same objects writes the same bytes.
     model.save_pretrained(tmp_path / "expected")

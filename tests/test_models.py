@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from minirec.data import Catalogue
+from minirec.errors import NotFoundError
 from minirec.models import (
     ModelNotFoundError,
     add_sid_tokens,
-    build_tiny_model,
     load_model_and_tokenizer,
     log_hf_model,
     resolve_model,
 )
-from minirec.tiny_model import train_tokenizer
+from minirec.tiny_model import build_tiny_model, train_tokenizer
 
 INDUSTRIAL = "Industrial_and_Scientific"
 
@@ -104,7 +104,9 @@ def test_logged_checkpoint_resolves_by_run_id_run_uri_model_uri_and_registry(tin
 def test_unknown_references_fail_with_a_clear_message(tmp_path, mlflow_uri):
     with pytest.raises(ModelNotFoundError, match="no config.json"):
         resolve_model(tmp_path)
-    with pytest.raises(ModelNotFoundError, match="no MLflow run"):
+    with pytest.raises(NotFoundError, match="no MLflow run"):
         resolve_model("0" * 32)
+    with pytest.raises(ModelNotFoundError, match=r"model path \S*missing/model does not exist"):
+        resolve_model(str(tmp_path / "missing" / "model"))
     with pytest.raises(ModelNotFoundError, match="not in the Hugging Face cache"):
         resolve_model("nobody/no-such-model-xyz")

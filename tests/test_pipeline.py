@@ -8,13 +8,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
 
 from minirec.data.layout import PROJECT_ROOT
-from minirec.pipeline import Step, stage_key
+from minirec.pipeline.steps import Step, stage_key
 
 OFFICE = "Office_Products"
 MODEL_STAGES = ("data", "popularity", "transition", "sft", "evaluate_sft", "grpo", "evaluate_grpo")
@@ -41,7 +42,7 @@ def reduced_presets(folder):
     paths["grpo"].write_text(yaml.safe_dump(grpo))
     paths["main"].write_text(yaml.safe_dump({
         "sft_preset": str(paths["sft"]), "grpo_preset": str(paths["grpo"]),
-        "evaluate": {"num_beams": 10, "batch_size": 8, "limit": 24},
+        "evaluate_num_beams": 10, "evaluate_batch_size": 8, "evaluate_limit": 24,
     }))
     return paths["main"]
 
@@ -49,7 +50,7 @@ def reduced_presets(folder):
 def run_main(preset, out, env, *extra):
     started = time.monotonic()
     completed = subprocess.run(
-        [sys.executable, "-m", "entrypoints.main", "--category", OFFICE, "--preset", str(preset), "--out", str(out),
+        [sys.executable, "-m", "minirec.pipeline", "--category", OFFICE, "--preset", str(preset), "--out", str(out),
          *extra],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1500,
     )
@@ -104,3 +105,35 @@ def test_main_chains_every_stage_reuses_them_and_reports(tmp_path, mlflow_uri, m
     for stage in MODEL_STAGES[:-1]:
         assert f"stage {stage}: reusing finished run {used[stage]}" in third_out
     assert "stage evaluate_grpo: reusing" not in third_out
+
+
+@pytest.mark.slow
+def test_main_on_both_categories_with_new_sids_keeps_each_categorys_outputs_apart(tmp_path, mlflow_uri):
+    """Every hand-over is a run id: each category's sids run has its own folder and is the data_dir of every
+    later stage of that category; SFT and GRPO checkpoints live in per-run folders."""
+    import os
+
+    from test_sids_embed import build_encoder
+
+    encoder = build_encoder(tmp_path / "encoder", seed=0)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
+    completed = subprocess.run(
+        [sys.executable, "-m", "minirec.pipeline", "--category", "all", "--preset", str(reduced_presets(tmp_path)),
+         "--sids", "rqkmeans", "--sids_embedding_model", str(encoder), "--out", str(tmp_path / "report")],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=3000)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    by = {(r.data.tags.get("category"), r.data.tags.get("entry_point")): r for r in runs
+          if r.data.tags.get("stage") not in ("pipeline", "main", "compare")}
+    folders = set()
+    for category in ("Industrial_and_Scientific", OFFICE):
+        sids = by[(category, "sids")]
+        out = sids.data.params["output_dir"]
+        assert out.endswith(f"outputs/sids/{category}/{sids.info.run_id}")
+        assert (PROJECT_ROOT / out / "sid_report.md").is_file() if not out.startswith("/") else Path(out, "sid_report.md").is_file()
+        for stage in ("sft", "evaluate", "grpo"):
+            run = by[(category, stage)]
+            assert run.data.params["data_dir"] == sids.info.run_id, (category, stage)
+            folders.add(run.data.params["output_dir"])
+        assert f"{category},sft,HR@10" in (tmp_path / "report" / "comparison.csv").read_text()
+    assert len(folders) == 6  # sft, grpo and one evaluate of each category: no folder shared

@@ -16,11 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from entrypoints.score import main
+from conftest import run_stage, stage_exit
+from minirec.score.recipe import ScoreRecipe
 from minirec.beams import read_predictions, write_beams, write_upstream_json
 from minirec.data import Catalogue, read_split
 from minirec.score import log_scores, score_predictions
-from minirec.tracking import start_run
+from minirec.tracking import stage_run
 
 CATEGORY = "Industrial_and_Scientific"
 # Row i puts its target at rank PLAN[i % 7] (None: nowhere in the 50 beams).
@@ -78,8 +79,8 @@ def test_cli_on_upstream_json_logs_a_scored_run(tmp_path, mlflow_uri, designed, 
     predictions.write_text(json.dumps(records))
     out = tmp_path / "out"
     # Empty --data-dir is what MLproject passes when the parameter is left unset.
-    run_id = main(["--predictions", str(predictions), "--category", CATEGORY, "--stage", "sft", "--data-dir", "",
-                   "--out", str(out)])
+    run_id = run_stage(ScoreRecipe, "--predictions", predictions, "--category", CATEGORY, "--stage", "sft",
+                       "--data-dir", "", "--out", out)
 
     client, runs = the_run(mlflow_uri)
     assert [r.info.run_id for r in runs] == [run_id]
@@ -104,10 +105,10 @@ def test_cli_on_upstream_json_logs_a_scored_run(tmp_path, mlflow_uri, designed, 
     assert {a.path for a in client.list_artifacts(run_id, "scores")} == {"scores/metrics.json", "scores/levels.json"}
     assert [a.path for a in client.list_artifacts(run_id, "predictions")] == ["predictions/results.json"]
     logged = json.loads(Path(client.download_artifacts(run_id, "scores/metrics.json", str(tmp_path))).read_text())
-    assert logged == json.loads((out / "metrics.json").read_text())
+    assert logged == json.loads((out / "scores" / "metrics.json").read_text())
     assert logged["bootstrap_unit"] == "row" and logged["bootstrap_draws"] == 1000 and logged["ci_level"] == 0.95
     assert set(logged["ci"]) >= {"HR@10", "NDCG@10"} and logged["ks"] == [1, 3, 5, 10, 20, 50]
-    levels = json.loads((out / "levels.json").read_text())
+    levels = json.loads((out / "scores" / "levels.json").read_text())
     assert set(levels) == {"independent", "cumulative", "dropoff"} and levels["cumulative"]["10"][2] == logged["HR@10"]
 
 
@@ -121,11 +122,11 @@ def test_cli_on_harness_parquet_bootstraps_users(tmp_path, mlflow_uri, designed,
         "scores": None,
     })
     beams = write_beams(tmp_path / "beams.parquet", frame)
-    main(["--predictions", str(beams), "--category", CATEGORY, "--data_dir", str(data_dir),
-          "--out", str(tmp_path / "out"), "--n_boot", "200"])
+    run_stage(ScoreRecipe, "--predictions", beams, "--category", CATEGORY, "--data_dir", data_dir,
+              "--out", tmp_path / "out", "--n_boot", "200")
     client, runs = the_run(mlflow_uri)
     assert runs[0].data.tags["stage"] == "score"
-    content = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    content = json.loads((tmp_path / "out" / "scores" / "metrics.json").read_text())
     assert content["bootstrap_unit"] == "user" and content["bootstrap_draws"] == 200
     from_json = score_predictions(read_predictions(write_upstream_json(tmp_path / "r.json", frame)), catalogue)
     assert {k: content[k] for k in from_json.metrics} == from_json.metrics
@@ -157,7 +158,7 @@ def test_log_scores_needs_an_active_run_and_accepts_baseline_frames(tmp_path, ml
     with pytest.raises(RuntimeError, match="active MLflow run"):
         log_scores(scores, tmp_path)
     assert not (tmp_path / "metrics.json").exists()
-    with start_run(category=CATEGORY, stage="popularity", source="train", entry_point="baselines"):
+    with stage_run(category=CATEGORY, stage="popularity", source="train", entry_point="baselines"):
         content = log_scores(scores, tmp_path / "s")
     assert content["HR@1"] == 1.0 and content["ks"] == [1, 3]
     assert the_run(mlflow_uri)[1][0].data.tags["scored"] == "true"
@@ -187,9 +188,7 @@ def test_bad_input_exits_nonzero_naming_file_row_and_field(name, tmp_path, mlflo
     content, message = BAD_INPUTS[name]
     path = tmp_path / name
     content(path) if callable(content) else path.write_text(content)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--predictions", str(path), "--category", CATEGORY, "--out", str(tmp_path / "out")])
-    assert exit_info.value.code == 2
+    assert stage_exit(ScoreRecipe, "--predictions", path, "--category", CATEGORY, "--out", tmp_path / "out") == 2
     error = capsys.readouterr().err
     assert str(path) in error
     assert re.search(message, error), error

@@ -1,6 +1,6 @@
-"""The SFT sets: template wording against reference-spec 4.3, sample counts, masking, truncation, shuffling.
+"""The SFT sets: template wording against docs/upstream.md 4.3, sample counts, masking, truncation, shuffling.
 
-Expected strings are copied from reference-spec section 4.3 (``␠`` there is the trailing space written here).
+Expected strings are copied from docs/upstream.md section 4.3 (``␠`` there is the trailing space written here).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from minirec.sft.data import (
 
 from conftest import INDUSTRIAL
 
-# reference-spec 4.3: PRE(instr) and BODY(inp, out)
+# docs/upstream.md 4.3: PRE(instr) and BODY(inp, out)
 PRE = ("Below is an instruction that describes a task, paired with an input that provides further context. "
        "Write a response that appropriately completes the request. \n\n### Instruction:\n{instr}\n\n")
 BODY = "### User Input: \n{inp}\n\n### Response:\n{out}"
@@ -116,7 +116,7 @@ def test_alignment_counts_and_collision_rule_are_upstreams(industrial_files, cat
     prompts = alignment_prompts(catalogue, TaskOptions(INDUSTRIAL))
     sid2title = [p for p in prompts if p.body.startswith("### User Input: \nWhat is the title of item")]
     title2sid = [p for p in prompts if p.body.startswith("### User Input: \nWhich item has the title:")]
-    assert (len(sid2title), len(title2sid)) == (3670, 3646)  # reference-spec 1.6, measured upstream
+    assert (len(sid2title), len(title2sid)) == (3670, 3646)  # docs/upstream.md 1.6, measured upstream
     assert prompts[:3670] == sid2title  # sid2title first, then title2sid (data.py order)
     # A SID shared by several items: its one sample sits at the first item's place and names the last item.
     shared = {}
@@ -134,7 +134,7 @@ def test_alignment_answer_leak_only_with_upstream_quirks(catalogue):
     fixed = alignment_prompts(catalogue, TaskOptions(INDUSTRIAL))
     leaky = alignment_prompts(catalogue, TaskOptions(INDUSTRIAL, upstream_quirks=True))
     assert all(p.body.endswith("### Response:\n") for p in fixed)
-    # reference-spec 8.1 A: "…### Response:\n{answer}" and the target repeats the answer
+    # docs/upstream.md 8.1 A: "…### Response:\n{answer}" and the target repeats the answer
     assert all(p.body.endswith("### Response:\n" + p.target[:-1]) for p in leaky)
     assert [p.target for p in fixed] == [p.target for p in leaky]
 

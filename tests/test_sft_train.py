@@ -11,14 +11,16 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from minirec.data import Catalogue
-from minirec.sft.config import ConfigError, load_config
+from minirec.errors import SettingsError
 from minirec.sft.freeze import freeze_all_but_sid_rows, sid_token_ids
+from minirec.sft.recipe import SFTRecipe
+from minirec.sft.settings import SFTSettings
 from minirec.sft.train import train_sft
 
-from conftest import INDUSTRIAL
+from conftest import INDUSTRIAL, run_stage
 
 # A few steps on a handful of rows: enough for the Trainer to save, evaluate and resume.
-SMALL = dict(device="cpu", tasks="sid_history", sample=48, valid_sample=8, batch_size=8, micro_batch_size=4,
+SMALL = dict(device="cpu", tasks="sid_history", sample=48, valid_sample=8, global_batch_size=8, micro_batch_size=4,
              max_steps=4, eval_steps=2, save_steps=2, warmup_steps=1, learning_rate=1e-3, logging_steps=1,
              early_stopping_patience=0, final_eval_limit=0, seed=3)
 
@@ -36,43 +38,57 @@ def catalogue(industrial_files):
 
 
 def small_config(tiny_model, output_dir, **overrides):
-    return load_config(None, {**SMALL, "base_model": str(tiny_model), "output_dir": str(output_dir), **overrides})
+    return SFTSettings.resolve(None, {**SMALL, "model": str(tiny_model), "output_dir": str(output_dir), **overrides})
 
 
 # --- presets and accumulation -------------------------------------------------------------------------------
 
 
 def test_paper_preset_holds_upstreams_hyper_parameters():
-    paper = load_config("paper")
-    assert (paper.batch_size, paper.micro_batch_size, paper.learning_rate, paper.warmup_steps) == (1024, 16, 3e-4, 20)
+    paper = SFTSettings.resolve("paper")
+    assert (paper.global_batch_size, paper.micro_batch_size, paper.learning_rate, paper.warmup_steps) == (1024, 16, 3e-4, 20)
     assert (paper.cutoff_len, paper.num_epochs, paper.early_stopping_patience, paper.eval_steps) == (512, 10, 3, 0.05)
     assert (paper.optim, paper.weight_decay, paper.shuffle_seed, paper.lr_scheduler) == ("adamw_torch", 0.0, 42, "cosine")
     assert len(paper.tasks) == 5
-    # sft.py:128-135: 1024 / 16 / 8 GPUs = 8 accumulation steps; one GPU accumulates 64.
-    assert load_config("paper", {"num_processes": 8}).gradient_accumulation_steps() == 8
-    assert paper.gradient_accumulation_steps() == 64
-    assert load_config("paper", {"lr_scheduler": "linear"}).lr_scheduler == "linear"
+    assert SFTSettings.resolve("paper", {"lr_scheduler": "linear"}).lr_scheduler == "linear"
+
+
+@pytest.mark.parametrize("gpus, accumulation", [(1, 64), (2, 32), (4, 16), (8, 8)])
+def test_paper_global_batch_is_1024_on_any_number_of_gpus(gpus, accumulation, capsys):
+    """sft.py: 1024 / 16 / GPUs accumulation steps; --print_config shows it without loading a model."""
+    import yaml
+
+    from minirec.stage import main
+
+    assert main(SFTRecipe, ["--preset", "paper", "--num_gpus", str(gpus), "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["global_batch_size"], printed["gradient_accumulation_steps"]) == (1024, accumulation)
+    assert printed["num_gpus"] == gpus and printed["world_size"] == gpus
 
 
 def test_accumulation_that_is_not_whole_is_refused():
-    with pytest.raises(ConfigError, match=r"batch_size 1024 is not a multiple of micro_batch_size 16 x num_processes 3"):
-        load_config("paper", {"num_processes": 3})
-    with pytest.raises(ConfigError, match="batch_size 100"):
-        load_config("paper", {"batch_size": 100, "micro_batch_size": 16})
+    with pytest.raises(SettingsError, match=r"global_batch_size 1024 examples per optimiser step is not a multiple "
+                                            r"of micro_batch_size 16 x 3 processes = 48"):
+        SFTSettings.resolve("paper", {"num_gpus": 3})
+    with pytest.raises(SettingsError, match="global_batch_size 100"):
+        SFTSettings.resolve("paper", {"global_batch_size": 100, "micro_batch_size": 16})
+    # two nodes of 4 GPUs are 8 processes
+    two_nodes = SFTSettings.resolve("paper", {"num_gpus": 4, "num_machines": 2, "main_process_ip": "10.0.0.1",
+                                              "output_dir": "/shared/run"})
+    assert two_nodes.gradient_accumulation_steps() == 8
 
 
 def test_cli_accepts_hyphens_underscores_and_typed_values():
-    from entrypoints.sft import build_parser
+    from minirec.stage import parse
 
-    args = build_parser().parse_args(["--learning-rate", "1e-4", "--freeze_llm", "true", "--num_gpus", "2",
-                                      "--tasks", "sid_history,item_alignment"])
-    config = load_config("paper", {name: getattr(args, name) for name in vars(args) if name != "preset"})
-    assert (config.learning_rate, config.freeze_llm, config.num_processes) == (1e-4, True, 2)
-    assert config.tasks == ["sid_history", "item_alignment"] and config.batch_size == 1024
-    with pytest.raises(ConfigError, match="freeze_llm expects true or false"):
-        load_config("paper", {"freeze_llm": "maybe"})
-    with pytest.raises(ConfigError, match="weight_decay 0"):
-        load_config("paper", {"freeze_llm": True, "weight_decay": 0.1})
+    settings, _ = parse(SFTRecipe, ["--preset", "paper", "--learning-rate", "1e-4", "--freeze_llm", "true",
+                                    "--num_gpus", "2", "--tasks", "sid_history,item_alignment"])
+    assert (settings.learning_rate, settings.freeze_llm, settings.num_gpus) == (1e-4, True, 2)
+    assert settings.tasks == ["sid_history", "item_alignment"] and settings.global_batch_size == 1024
+    with pytest.raises(SettingsError, match="freeze_llm expects true or false"):
+        SFTSettings.resolve("paper", {"freeze_llm": "maybe"})
+    with pytest.raises(SettingsError, match="weight_decay 0"):
+        SFTSettings.resolve("paper", {"freeze_llm": True, "weight_decay": 0.1})
 
 
 # --- freeze_llm ---------------------------------------------------------------------------------------------
@@ -91,7 +107,7 @@ def test_freeze_llm_updates_only_sid_rows(tiny_model, catalogue, industrial_file
     assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == tied
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     sid_rows = sid_token_ids(tokenizer)
-    assert len(sid_rows) == 560  # Industrial: 48 + 256 + 256 SID tokens (reference-spec 1.5)
+    assert len(sid_rows) == 560  # Industrial: 48 + 256 + 256 SID tokens (docs/upstream.md 1.5)
     summary = freeze_all_but_sid_rows(model, sid_rows)
     assert len(summary.matrices) == (1 if tied else 2)
 
@@ -155,19 +171,16 @@ def test_interrupted_and_resumed_training_ends_with_the_uninterrupted_weights(tm
 
 
 def _cli(tiny_model, output_dir, *extra):
-    from entrypoints.sft import main
-
-    flags = {**SMALL, "base_model": str(tiny_model), "output_dir": str(output_dir)}
+    flags = {**SMALL, "model": str(tiny_model), "output_dir": str(output_dir)}
     argv = ["--preset", "tiny"] + [f"--{k}={v}" for k, v in flags.items()] + list(extra)
-    main(argv)
-    runs = mlflow.search_runs(experiment_names=[f"minirec-{INDUSTRIAL}"], order_by=["start_time DESC"],
-                              output_format="list")
-    return runs[0]
+    return mlflow.get_run(run_stage(SFTRecipe, *argv))
 
 
-def test_cli_run_logs_config_losses_evaluations_and_a_loadable_model(tmp_path, tiny_model, mlflow_uri):
+def test_cli_run_logs_config_losses_evaluations_and_a_loadable_model(tmp_path, tiny_model, mlflow_uri, monkeypatch):
     from minirec.models import load_model_and_tokenizer
 
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     run = _cli(tiny_model, tmp_path / "out", "--final_eval_limit=6", "--final_eval_beams=10",
                "--evaluate_untrained=true", "--log_model=true")
     client = mlflow.MlflowClient()
@@ -176,7 +189,13 @@ def test_cli_run_logs_config_losses_evaluations_and_a_loadable_model(tmp_path, t
     assert {k: tags[k] for k in ("category", "stage", "source", "entry_point", "preset")} == {
         "category": INDUSTRIAL, "stage": "sft", "source": str(tiny_model), "entry_point": "sft", "preset": "tiny"}
     assert (params["learning_rate"], params["gradient_accumulation_steps"], params["samples.sid_history"]) == ("0.001", "2", "48")
-    assert params["data.train.rows"] == "12243"
+    assert params["data.train.rows"] == "12243" and params["train_file.rows"] == "12243"
+    assert params["model"] == str(tiny_model) and params["global_batch_size"] == "8"
+    assert sorted(i.dataset.name for i in run.inputs.dataset_inputs) == [f"{INDUSTRIAL}/train", f"{INDUSTRIAL}/valid"]
+    assert any(name.startswith("system/cpu_utilization") for name in metrics), sorted(metrics)
+    assert params["output_dir"] == str(tmp_path / "out")
+    steps = sorted(int(p.split(".")[1]) for p in params if p.startswith("checkpoint."))
+    assert steps == [2, 4]  # every checkpoint uploaded with its digest, for resume from any machine
     train_loss = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in train_loss] == [1, 2, 3, 4]
     for name in ("learning_rate", "grad_norm", "tokens_per_second"):
@@ -211,9 +230,9 @@ def test_cli_resume_from_a_run_id_continues_and_links_the_runs(tmp_path, tiny_mo
 
 @pytest.mark.slow
 def test_two_cpu_processes_train_one_tracked_run(tmp_path, tiny_model, mlflow_uri):
-    run = _cli(tiny_model, tmp_path / "ddp", "--num_processes=2", "--log_model=false")
+    run = _cli(tiny_model, tmp_path / "ddp", "--num_gpus=2", "--log_model=false")
     assert run.info.status == "FINISHED"
-    assert run.data.params["world_size"] == "2"
+    assert run.data.params["world_size"] == "2"  # and the Trainer checked that it trained on 2 processes
     assert run.data.params["gradient_accumulation_steps"] == "1"  # 8 / (4 x 2 processes)
     runs = mlflow.search_runs(experiment_names=[f"minirec-{INDUSTRIAL}"], output_format="list")
     assert len(runs) == 1  # only the main process logs
@@ -224,10 +243,8 @@ def test_two_cpu_processes_train_one_tracked_run(tmp_path, tiny_model, mlflow_ur
 @pytest.mark.slow
 def test_tiny_preset_learns_and_beats_the_untrained_model(tmp_path, mlflow_uri):
     """The preset's own promise: eval loss falls and valid HR@10 rises above the untrained tiny model's."""
-    from entrypoints.sft import main
-
-    main(["--preset", "tiny", "--category", INDUSTRIAL, "--output_dir", str(tmp_path / "tiny")])
-    run = mlflow.search_runs(experiment_names=[f"minirec-{INDUSTRIAL}"], output_format="list")[0]
+    run = mlflow.get_run(run_stage(SFTRecipe, "--preset", "tiny", "--category", INDUSTRIAL,
+                                   "--output_dir", tmp_path / "tiny"))
     metrics = run.data.metrics
     assert run.info.status == "FINISHED" and run.data.tags["minirec.model_uri"].startswith("models:/")
     assert metrics["best_eval_loss"] < metrics["first_eval_loss"] - 1.0

@@ -55,7 +55,7 @@ def test_level_counts_and_flat_metrics(tokens):
 
 
 def test_official_industrial_figures_match_the_published_measurements(industrial_files):
-    """reference-spec 1.2 and 1.6: 48 level-1 codes, 15 groups / 31 items, largest group 3, 238 and 317 rows."""
+    """docs/upstream.md 1.2 and 1.6: 48 level-1 codes, 15 groups / 31 items, largest group 3, 238 and 317 rows."""
     from minirec.data import Catalogue, read_split
 
     catalogue = Catalogue.load(industrial_files)

@@ -1,4 +1,4 @@
-"""Item text as upstream builds it (reference-spec 3.1), checked against the rules worked through by hand."""
+"""Item text as upstream builds it (docs/upstream.md 3.1), checked against the rules worked through by hand."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_bundled_items_in_id_order_and_quirk_affects_about_a_hundred(industrial_
     assert len(texts) == len(items) == 3686
     assert texts[0].startswith("SUPCO SPP6 Relay/Capacitor Hard Start Kit with 500% Increase Starting Torque. ['Relay/CAPACITOR")
     changed = [i for i, (a, b) in enumerate(zip(texts, quirky)) if a != b]
-    # spec 3.1 estimates about 100 items per dataset lose their description this way
+    # docs/upstream.md 3.1 estimates about 100 items per dataset lose their description this way
     assert 50 < len(changed) < 200
     assert all(len(items[i]["description"]) >= 1900 for i in changed)
 

@@ -1,6 +1,6 @@
 """Data: locating a category in the upstream layout, reading it, and validating it.
 
-``python -m minirec.data validate --category CAT [--data-dir DIR]`` runs the validation suites.
+``python -m minirec.data --category CAT [--data_dir DIR]`` runs the validation suites (:mod:`minirec.data.recipe`).
 """
 
 from minirec.data.catalogue import Catalogue, parse_list, read_split

@@ -1,6 +1,6 @@
-"""``python -m minirec.data validate --category CAT``: see entrypoints/data.py."""
+"""``python -m minirec.data``: see :mod:`minirec.data.recipe`."""
 
-if __name__ == "__main__":
-    from entrypoints.data import main
+from minirec.data.recipe import DataRecipe
+from minirec.stage import main
 
-    main()
+raise SystemExit(main(DataRecipe))

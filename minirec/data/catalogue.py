@@ -1,6 +1,6 @@
 """Reading a category: the sequence splits (parsed) and the item catalogue (SIDs, titles, info lines).
 
-The CSV history columns are Python-literal lists stored as strings (reference-spec 1.1); they are parsed
+The CSV history columns are Python-literal lists stored as strings (docs/upstream.md 1.1); they are parsed
 with ``ast.literal_eval`` (never ``eval``) into the ``*_list`` columns added by :func:`read_split`.
 """
 
@@ -90,7 +90,7 @@ class Catalogue:
 
     @cached_property
     def valid_sids(self) -> frozenset[str]:
-        """The SID set upstream's ``calc.py`` treats as valid: column 0 of the info file (spec 6.4)."""
+        """The SID set upstream's ``calc.py`` treats as valid: column 0 of the info file (docs/upstream.md 6.4)."""
         return frozenset(line[0] for line in self.info_lines)
 
     @property

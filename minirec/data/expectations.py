@@ -1,8 +1,8 @@
 """What a valid category is: great-expectations suites over frames derived from its files.
 
-    python -m minirec.data validate --category Office_Products
+    python -m minirec.data --category Office_Products
 
-The rules are reference-spec 1.1-1.4, each a stock GX Expectation run on a whole pandas frame. The frames
+The rules are docs/upstream.md 1.1-1.4, each a stock GX Expectation run on a whole pandas frame. The frames
 are the files reshaped so that every rule is a column check: one row per CSV row (``rows``); one row per
 item a CSV row mentions, target and history entries alike (``entries``); one row per held-out row keyed for
 the train-overlap check (``heldout``); one row per info line (``info``), per index.json key (``index``) and
@@ -35,8 +35,8 @@ from minirec.sid import SID_PATTERN
 SID_REGEX = r"^(?:<[a-z]_\d+>)+$"
 USER_ID_PATTERN = r"^A\d+$"
 ITEM_ID_PATTERN = r"^\d+$"
-MAX_HISTORY = 10  # upstream's sliding window keeps at most 10 previous items (reference-spec 2.3)
-INFO_FIELDS = 3  # sid, title, item id (reference-spec 1.4)
+MAX_HISTORY = 10  # upstream's sliding window keeps at most 10 previous items (docs/upstream.md 2.3)
+INFO_FIELDS = 3  # sid, title, item id (docs/upstream.md 1.4)
 # Pair checks skip rows where one side is missing: a missing counterpart is reported once, by its own rule.
 PAIR = {"ignore_row_if": "either_value_is_missing"}
 
@@ -217,7 +217,7 @@ def info_frame(catalogue: CatalogueFiles) -> pd.DataFrame:
     frame = pd.DataFrame([f[:INFO_FIELDS] for f in fields], columns=["sid", "title", "item_id"], dtype=object)
     frame.insert(0, "line", range(1, len(frame) + 1))
     frame["fields"] = [len(line) for line in catalogue.info]
-    # Line i describes item i - 1 (upstream writes one line per item in id order, reference-spec 1.4).
+    # Line i describes item i - 1 (upstream writes one line per item in id order, docs/upstream.md 1.4).
     frame["expected_item_id"] = (frame["line"] - 1).astype(str)
     frame["index_sid"] = frame["item_id"].map(catalogue.index_sid)
     frame["catalogue_title"] = frame["item_id"].map(catalogue.title)

@@ -1,6 +1,6 @@
 """Where a category's files live in the upstream MiniOneRec layout, and which train file a run uses.
 
-The layout (reference-spec 1.1-1.4), under ``DATA_DIR/<Cat>/``::
+The layout (docs/upstream.md 1.1-1.4), under ``DATA_DIR/<Cat>/``::
 
     train/<Cat>_5_2016-10-2018-11.csv          the full official train split (users who have it)
     train/<Cat>_5_2016-10-2018-11.partial.csv  the partial split bundled with minirec (data/README.md)
@@ -11,24 +11,32 @@ The layout (reference-spec 1.1-1.4), under ``DATA_DIR/<Cat>/``::
     info/<Cat>_5_2016-10-2018-11.txt           sid<TAB>title<TAB>item_id per item
 
 The bundled copy is ``data/amazon18`` in the project; ``--data-dir`` or ``MINIREC_DATA_DIR`` points elsewhere.
+``--data-dir`` may also name a ``sids`` run (its id or ``runs:/<id>``): the run's ``data/`` artifacts, a data
+directory in this layout, are downloaded once into ``.cache/sids/<run id>`` (:func:`resolve_data_dir`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from minirec.errors import NotFoundError, UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_DATA_DIR = PROJECT_ROOT / "data" / "amazon18"
 CATEGORIES = ("Industrial_and_Scientific", "Office_Products")
-# Upstream hard-codes this suffix whatever window was used (reference-spec 1.1, 2.5).
+# Upstream hard-codes this suffix whatever window was used (docs/upstream.md 1.1, 2.5).
 FILE_SUFFIX = "_5_2016-10-2018-11"
 SPLITS = ("train", "valid", "test")
+DATA_ARTIFACT = "data"  # where a sids run logs its new data directory
+SIDS_CACHE = PROJECT_ROOT / ".cache" / "sids"
+_RUN_REF = re.compile(r"^(?:runs:/)?([0-9a-f]{32})(?:/.*)?$")
 
 
-class DataLayoutError(FileNotFoundError):
+class DataLayoutError(UserError, FileNotFoundError):
     """A category's folder or one of its required files is missing."""
 
 
@@ -54,6 +62,19 @@ class CategoryFiles:
     def train_is_partial(self) -> bool:
         return self.train.name.endswith(".partial.csv")
 
+    @property
+    def data_dir_label(self) -> str:
+        """``bundled`` for the project's own data, else the data directory's path."""
+        return "bundled" if self.root.parent.resolve() == BUNDLED_DATA_DIR.resolve() else str(self.root.parent)
+
+    def relative(self, path: str | os.PathLike) -> str:
+        """``path`` relative to the data directory (``<Cat>/train/...``), as reports show it."""
+        path = Path(path)
+        try:
+            return str(path.resolve().relative_to(self.root.parent.resolve()))
+        except ValueError:
+            return path.name
+
     def split(self, name: str) -> Path:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
@@ -68,8 +89,9 @@ def locate(category: str, data_dir: str | os.PathLike | None = None) -> Category
     """Resolve a category's files under ``data_dir`` (default :func:`default_data_dir`).
 
     The full official train CSV is preferred; the partial one is used only when the full one is absent.
+    ``data_dir`` may be a sids run id or ``runs:/`` URI (:func:`resolve_data_dir`).
     """
-    base = Path(data_dir) if data_dir else default_data_dir()  # "" (an unset -P) means the default
+    base = resolve_data_dir(data_dir) or default_data_dir()  # "" (an unset -P) means the default
     root = base / category
     if not root.is_dir():
         known = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
@@ -119,3 +141,34 @@ def file_record(path: str | os.PathLike) -> dict:
     if path.suffix == ".csv":
         record["rows"] = count_csv_rows(path)
     return record
+
+
+def resolve_data_dir(ref: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """A local data directory for ``ref``: ``None``/``""`` stay ``None`` (the default), a folder is itself, and
+    a sids run (id or ``runs:/<id>``) has its ``data/`` artifacts downloaded once into ``cache_dir/<run id>``
+    (default ``.cache/sids``), swapped in whole so a half download is never used."""
+    if ref is None or str(ref) == "":
+        return None
+    if Path(ref).is_dir():
+        return Path(ref)
+    match = _RUN_REF.match(str(ref))
+    if match is None:
+        raise DataLayoutError(f"data_dir {str(ref)!r} is neither an existing folder nor a sids run id / runs:/ URI")
+    run_id = match.group(1)
+    target = Path(cache_dir or SIDS_CACHE) / run_id
+    if (target / DATA_ARTIFACT).is_dir():
+        return target / DATA_ARTIFACT
+    import mlflow
+
+    from minirec.atomic import atomic_directory
+    from minirec.refs import get_run
+
+    run = get_run(run_id)
+    if run.data.tags.get("stage") != "sids":
+        raise NotFoundError(f"data_dir {run_id}: that run is a {run.data.tags.get('stage')!r} run, not a sids run; "
+                            "it holds no data directory")
+    with atomic_directory(target) as staging:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=DATA_ARTIFACT, dst_path=str(staging))
+        if not Path(local).is_dir():
+            raise NotFoundError(f"data_dir {run_id}: the sids run has no '{DATA_ARTIFACT}/' artifact folder")
+    return target / DATA_ARTIFACT

@@ -1,6 +1,6 @@
 """Validate a category's files with the great-expectations suites and report failures by file, line, column, value.
 
-    python -m minirec.data validate --category Industrial_and_Scientific [--data-dir DIR]
+    python -m minirec.data --category Industrial_and_Scientific [--data_dir DIR]
 
     from minirec.data import locate
     from minirec.data.validate import validate_category
@@ -8,7 +8,7 @@
     if not report.ok:
         raise SystemExit(report.message())
 
-The checks are those of reference-spec 1.1-1.4 (see :mod:`minirec.data.expectations`). Where a failure sits:
+The checks are those of docs/upstream.md 1.1-1.4 (see :mod:`minirec.data.expectations`). Where a failure sits:
 ``line N`` is the file's line, a CSV's header being line 1 (so data row r, counted from 1, is line r + 1);
 index.json and item.json entries are named by their item id. Each failed expectation reports its first
 ``SHOWN_PER_EXPECTATION`` unexpected values in file order and counts the rest.
@@ -141,7 +141,7 @@ class SuiteRunner:
 
 
 def validate_category(files: CategoryFiles) -> ValidationReport:
-    """Run every suite on a category's files (reference-spec 1.1-1.4) and collect failures and a summary."""
+    """Run every suite on a category's files (docs/upstream.md 1.1-1.4) and collect failures and a summary."""
     started = time.perf_counter()
     runner = SuiteRunner()
     report = ValidationReport(files.category, failed=[], summary={})

@@ -1,6 +1,6 @@
-"""``python -m minirec.grpo``: see entrypoints/grpo.py."""
+"""``python -m minirec.grpo``: see :mod:`minirec.grpo.recipe`."""
 
-if __name__ == "__main__":
-    from entrypoints.grpo import main
+from minirec.grpo.recipe import GRPORecipe
+from minirec.stage import main
 
-    main()
+raise SystemExit(main(GRPORecipe))

@@ -2,7 +2,7 @@
 
     python -m minirec.grpo --preset tiny --category Industrial_and_Scientific
 
-Reference: reference-spec 5.5-5.6 (what upstream logs: reward, per-function reward, reward std, KL, diversity).
+Reference: docs/upstream.md 5.5-5.6 (what upstream logs: reward, per-function reward, reward std, KL, diversity).
 
 - :class:`StepMetrics`: every ``logging_steps``, trl's step metrics (reward mean/std, per-function means, KL,
   step time, ...) and the roll-out metrics of :class:`~minirec.grpo.trainer.ConstrainedGRPOTrainer`, at the
@@ -10,8 +10,7 @@ Reference: reference-spec 5.5-5.6 (what upstream logs: reward, per-function rewa
 - :class:`ValidRanking`: every ``eval_steps`` and after the last step, constrained 50-beam HR@K/NDCG@K on a
   fixed, seeded subset of the valid split (``valid/HR_at_10``, ...), plus a sample of the latest roll-outs
   (prompt, rank, beam, target, rewards, advantage) as an MLflow table ``rollouts/step-<N>.json``.
-- :class:`CheckpointArtifacts`: each saved checkpoint uploaded to ``checkpoints/checkpoint-<N>``, so a run
-  can be resumed or extended from its run id on another machine.
+Checkpoints are uploaded by :class:`minirec.resume.CheckpointArtifacts`, shared with SFT.
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ import pandas as pd
 from transformers import TrainerCallback
 
 from minirec.atomic import atomic_path
+from minirec.decoding import DecodeSettings
 from minirec.tracking import metric_name
 
 ROLLOUT_TABLE_DIR = "rollouts"
-CHECKPOINT_DIR = "checkpoints"
 
 
 def steps_from_fraction(value: float, max_steps: int) -> int:
@@ -89,13 +88,12 @@ class ValidRanking(TrainerCallback):
     evaluated. ``limit`` valid rows are drawn once with ``seed``, so every evaluation sees the same users.
     """
 
-    def __init__(self, *, trainer, files, catalogue, eval_steps: float, limit: int | None, num_beams: int,
-                 batch_size: int, out_dir: Path, table_rows: int, seed: int = 0):
+    def __init__(self, *, trainer, files, catalogue, eval_steps: float, limit: int | None, decode: DecodeSettings,
+                 out_dir: Path, table_rows: int, seed: int = 0):
         self.trainer = trainer
         self.catalogue = catalogue
         self.eval_steps = eval_steps
-        self.num_beams = num_beams
-        self.batch_size = batch_size
+        self.decode = decode
         self.out_dir = Path(out_dir)
         self.table_rows = table_rows
         self.seed = seed
@@ -129,14 +127,11 @@ class ValidRanking(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
-            _, scores = evaluate_model(
-                model, self.trainer.processing_class, self.eval_files, self.catalogue, split="valid",
-                num_beams=self.num_beams, batch_size=self.batch_size, out_dir=out_dir, seed=self.seed,
-                progress=False,
-            )
+            evaluation = evaluate_model(model, self.trainer.processing_class, self.eval_files, self.catalogue,
+                                        self.decode, split="valid", out_dir=out_dir, seed=self.seed, progress=False)
         finally:
             model.train(was_training)
-        return scores
+        return evaluation.scores
 
     def log(self, step: int, scores) -> dict[str, float]:
         import mlflow
@@ -149,16 +144,3 @@ class ValidRanking(TrainerCallback):
         if len(sample):
             mlflow.log_table(sample, artifact_file=f"{ROLLOUT_TABLE_DIR}/step-{step:06d}.json")
         return metrics
-
-
-class CheckpointArtifacts(TrainerCallback):
-    """Upload every checkpoint the trainer saves to ``checkpoints/checkpoint-<step>``."""
-
-    def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        import mlflow
-
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
-            mlflow.log_artifacts(str(folder), f"{CHECKPOINT_DIR}/{folder.name}")

@@ -1,9 +1,9 @@
-"""GRPO prompts: SID-history, title->SID, description->SID and title-history->SID (reference-spec 5.3).
+"""GRPO prompts: SID-history, title->SID, description->SID and title-history->SID (docs/upstream.md 5.3).
 
     python -m minirec.grpo --preset tiny --category Industrial_and_Scientific
 
 Every row is ``{"prompt", "target", "task"}``; ``target`` is the row's own answer (``SID\\n``), which trl hands
-to the reward functions, so no global history->target dict is needed (spec 8.1 C).
+to the reward functions, so no global history->target dict is needed (docs/upstream.md 8.1 C).
 
 Upstream's mixture, in upstream's order before the seeded shuffle (rl.py):
 
@@ -14,7 +14,7 @@ Upstream's mixture, in upstream's order before the seeded shuffle (rl.py):
 3. ``title_history_to_sid``: 10,000 train rows drawn with ``DataFrame.sample(random_state=0)``.
 
 ``upstream_quirks`` restores what upstream does beyond that: the answer after ``### Response:`` in the
-title/description prompts (spec 8.1 B), SIDs cut to their first three tokens in those tasks (spec 8.1 I), and
+title/description prompts (docs/upstream.md 8.1 B), SIDs cut to their first three tokens in those tasks (docs/upstream.md 8.1 I), and
 a prompt for the empty description (``An item can be described as follows: "".``) whose target is simply
 the last item without one.
 """

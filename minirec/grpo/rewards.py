@@ -1,10 +1,10 @@
-"""Ranking rewards for GRPO roll-outs, with trl's reward-function signature (reference-spec 5.5).
+"""Ranking rewards for GRPO roll-outs, with trl's reward-function signature (docs/upstream.md 5.5).
 
     python -m minirec.grpo --preset tiny --category Industrial_and_Scientific
 
 Each function receives trl's keyword arguments (``completions`` plus every dataset column) and returns one
 float per completion. The target comes from the row's own ``target`` column, never from a global dict keyed
-by history text, so two rows with the same history keep their own targets (upstream bug, spec 8.1 C).
+by history text, so two rows with the same history keep their own targets (upstream bug, docs/upstream.md 8.1 C).
 
 - ``rule``: 1 for the exact target SID, else 0 (upstream strips ``"\\n\\" "`` from both sides).
 - ``ndcg_rule``: inside a group of G completions ordered by beam rank, when some completion hits the target,
@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 REWARD_TYPES = ("rule", "ranking", "ranking_only")
 
-# Upstream strips these characters before comparing (rl.py); the ndcg rule leaves spaces in (spec 5.5).
+# Upstream strips these characters before comparing (rl.py); the ndcg rule leaves spaces in (docs/upstream.md 5.5).
 _RULE_STRIP = "\n\" "
 _NDCG_STRIP = "\n\""
 
@@ -40,7 +40,7 @@ def rule_reward(completions: Sequence[str], target: Sequence[str], **kwargs) -> 
 
 
 class NdcgRuleReward:
-    """The rank penalty of wrong completions in groups that contain a hit (``ndcg_rule`` of spec 5.5).
+    """The rank penalty of wrong completions in groups that contain a hit (``ndcg_rule`` of docs/upstream.md 5.5).
 
     Completions arrive as consecutive groups of ``num_generations``, each group in beam-rank order, which is
     how the constrained roll-out hands them to trl; a completion's rank is its index inside its group.

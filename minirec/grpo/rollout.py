@@ -2,14 +2,14 @@
 
     python -m minirec.grpo --preset tiny --category Industrial_and_Scientific
 
-Reference: reference-spec 5.4. trl repeats every prompt G times in a row; ``generation_kwargs={"num_beams": G}``
+Reference: docs/upstream.md 5.4. trl repeats every prompt G times in a row; ``generation_kwargs={"num_beams": G}``
 would decode each copy separately and return G copies of the best beam. Beam mode therefore decodes one
 prompt per group with ``num_beams = num_return_sequences = G`` and hands back the G beams of each prompt in
 the order ``generate`` ranks them (best first), so a completion's index inside its group is its beam rank,
 which the ranking reward needs. Sampling mode decodes every repeated row once with ``do_sample``.
 
 Both modes use the evaluation's constraint (fails closed: a row leaving the SID grammar raises) and fully
-explicit generation configs, so no checkpoint default leaks in (spec 8.1 G). Completions end at their first
+explicit generation configs, so no checkpoint default leaks in (docs/upstream.md 8.1 G). Completions end at their first
 EOS, inclusive, as trl's own generation path cuts them; pad = EOS, so the padding of shorter beams goes too.
 """
 
@@ -22,7 +22,7 @@ import torch
 from transformers import GenerationConfig
 
 from minirec.constraint import SidConstraint
-from minirec.generation import beam_generation_config, generate_constrained, generate_sid_beams
+from minirec.generation import beam_generation_config, generate_constrained, generate_sid_beams, left_pad
 
 
 @dataclass
@@ -47,17 +47,6 @@ def group_prompts(prompt_ids: list[list[int]], num_generations: int) -> list[lis
         if any(row != first for row in rows):
             raise ValueError(f"group {group} mixes different prompts; trl must repeat each prompt G times in a row")
     return firsts
-
-
-def left_pad(prompt_ids: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ``input_ids`` and ``attention_mask`` (upstream pads prompts on the left)."""
-    width = max(len(ids) for ids in prompt_ids)
-    input_ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-    for row, ids in enumerate(prompt_ids):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, width - len(ids) :] = 1
-    return input_ids.to(device), attention_mask.to(device)
 
 
 def cut_at_eos(sequences: torch.Tensor, eos_token_ids: list[int]) -> list[list[int]]:

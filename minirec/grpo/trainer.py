@@ -2,7 +2,7 @@
 
     python -m minirec.grpo --preset tiny --category Industrial_and_Scientific
 
-Reference: reference-spec 5.4-5.6. Only the generation hook and the prompt tokenisation are replaced; the
+Reference: docs/upstream.md 5.4-5.6. Only the generation hook and the prompt tokenisation are replaced; the
 advantage, KL and loss are trl 1.16's own, configured to be upstream's (see :func:`upstream_grpo_arguments`):
 
 - advantage ``(r - mean_G) / (std_G + 1e-4)`` with the unbiased std (``scale_rewards="group"``);
@@ -12,7 +12,7 @@ advantage, KL and loss are trl 1.16's own, configured to be upstream's (see :fun
 - ``num_iterations=1``: one update per roll-out, so the ratio is exactly 1 and clipping never applies.
 
 One difference remains: trl divides the logits by ``temperature`` before taking the log-probabilities of the
-loss, upstream does not (spec 5.6). At the paper's temperature 1.0 the two are identical.
+loss, upstream does not (docs/upstream.md 5.6). At the paper's temperature 1.0 the two are identical.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class ConstrainedGRPOTrainer(GRPOTrainer):
         self.max_prompt_length = max_prompt_length
 
     def _tokenize_prompts(self, prompts: list):
-        """One tokenizer call without special tokens, keeping the last ``max_prompt_length`` tokens (spec 5.4)."""
+        """One tokenizer call without special tokens, keeping the last ``max_prompt_length`` tokens (docs/upstream.md 5.4)."""
         ids = self.processing_class(text=prompts, add_special_tokens=False)["input_ids"]
         return [row[-self.max_prompt_length :] for row in ids], None, {}
 

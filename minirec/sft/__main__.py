@@ -1,4 +1,6 @@
-if __name__ == "__main__":
-    from entrypoints.sft import main
+"""``python -m minirec.sft``: see :mod:`minirec.sft.recipe`."""
 
-    main()
+from minirec.sft.recipe import SFTRecipe
+from minirec.stage import main
+
+raise SystemExit(main(SFTRecipe))

@@ -14,7 +14,7 @@ import time
 
 from transformers import TrainerCallback
 
-from minirec.tracking import is_main_process
+from minirec.devices import is_main_process
 
 # Trainer log keys -> MLflow metric names; anything else (runtime summaries) is logged under its own name.
 STEP_METRICS = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm", "epoch": "epoch"}

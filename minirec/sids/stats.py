@@ -1,4 +1,4 @@
-"""What a SID scheme costs, measured before any GPU time is spent (reference-spec 1.2, 1.6, 10).
+"""What a SID scheme costs, measured before any GPU time is spent (docs/upstream.md 1.2, 1.6, 10).
 
     from minirec.sids.stats import sid_statistics
     stats = sid_statistics(item_tokens, {"valid": valid_targets, "test": test_targets}, embeddings)

@@ -1,13 +1,13 @@
-"""Item text for embedding, built as upstream ``rq/text2emb/amazon_text2emb.py`` does (reference-spec 3.1).
+"""Item text for embedding, built as upstream ``rq/text2emb/amazon_text2emb.py`` does (docs/upstream.md 3.1).
 
     from minirec.sids.text import item_texts
     texts = item_texts(catalogue.items)          # row i is item i
 
 Each of ``title`` and ``description`` goes through :func:`clean_text` (upstream ``utils.clean_text``); the
 non-empty results are joined with one space; an item with none becomes ``"unknown item"``. The description
-is the string form of a Python list (spec 1.3), so its ``[`` and ``'`` characters stay, as upstream.
+is the string form of a Python list (docs/upstream.md 1.3), so its ``[`` and ``'`` characters stay, as upstream.
 
-Upstream empties any field of 2,000 or more characters after cleaning (spec 8.1 N), which silently drops
+Upstream empties any field of 2,000 or more characters after cleaning (docs/upstream.md 8.1 N), which silently drops
 about 100 descriptions per category. That is kept only with ``upstream_quirks=True``; by default long fields
 are kept and the encoder's own truncation applies.
 """

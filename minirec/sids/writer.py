@@ -1,4 +1,4 @@
-"""Write a new data directory in the upstream layout for a new SID index (reference-spec 1.1-1.4, 2.4).
+"""Write a new data directory in the upstream layout for a new SID index (docs/upstream.md 1.1-1.4, 2.4).
 
     from minirec.sids.writer import write_data_dir
     new_files = write_data_dir(files, item_tokens, out_dir)    # -> out_dir/<Cat>/...

@@ -1,4 +1,4 @@
-"""Quantisers: item embeddings -> SID tokens, one module per upstream route (reference-spec 3.2-3.4).
+"""Quantisers: item embeddings -> SID tokens, one module per upstream route (docs/upstream.md 3.2-3.4).
 
     from minirec.sids.quantise import quantise
     result = quantise("rqkmeans", embeddings, seed=0)

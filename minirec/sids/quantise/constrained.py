@@ -1,4 +1,4 @@
-"""Constrained (balanced) residual k-means with upstream's 4th dedup token (reference-spec 3.4).
+"""Constrained (balanced) residual k-means with upstream's 4th dedup token (docs/upstream.md 3.4).
 
     python -m minirec.sids --category Industrial_and_Scientific --method rqkmeans_constrained
 

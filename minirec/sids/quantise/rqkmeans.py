@@ -1,4 +1,4 @@
-"""Residual k-means: each level clusters the residual left by the levels before it (reference-spec 3.3).
+"""Residual k-means: each level clusters the residual left by the levels before it (docs/upstream.md 3.3).
 
     python -m minirec.sids --category Industrial_and_Scientific --method rqkmeans
 

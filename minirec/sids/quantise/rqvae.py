@@ -1,4 +1,4 @@
-"""RQ-VAE, the route of the official SIDs (reference-spec 3.2; upstream ``rq/rqvae.py``, ``rq/models/*``,
+"""RQ-VAE, the route of the official SIDs (docs/upstream.md 3.2; upstream ``rq/rqvae.py``, ``rq/models/*``,
 ``rq/trainer.py``, ``rq/generate_indices.py``).
 
     python -m minirec.sids --category Industrial_and_Scientific --method rqvae --epochs 200

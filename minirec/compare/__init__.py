@@ -5,13 +5,13 @@
     mlflow run . -e compare --env-manager local -P category=Office_Products
 
 A scored run is a FINISHED run tagged ``scored=true`` whose artifacts hold ``scores/metrics.json`` and
-``scores/levels.json`` (written by ``minirec.score``; metrics as upstream calc.py computes them, reference-spec
-6.4, and the per-level analysis of spec 6.6). The paper's numbers are the MiniOneRec row of Table 1; the other
+``scores/levels.json`` (written by ``minirec.score``; metrics as upstream calc.py computes them, docs/upstream.md
+6.4, and the per-level analysis of docs/upstream.md 6.6). The paper's numbers are the MiniOneRec row of Table 1; the other
 nine rows are the baselines a stage is ranked among. Table 1 reports HR and NDCG at 3, 5 and 10 only, and its
-top-10 comes from upstream's 50-beam decoding (spec 8.5), so every run's ``num_beams`` is reported beside it.
+top-10 comes from upstream's 50-beam decoding (docs/upstream.md 8.5), so every run's ``num_beams`` is reported beside it.
 
-This module finds runs and builds the comparison frame; :mod:`minirec.report` writes the markdown and
-:mod:`minirec.plots` the figures.
+This module finds runs and builds the comparison frame; :mod:`minirec.compare.report` writes the markdown,
+:mod:`minirec.compare.plots` the figures and :mod:`minirec.compare.recipe` is the stage.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from minirec.data.layout import PROJECT_ROOT
+from minirec.errors import UserError
 
 PAPER_TABLES = {"table1": PROJECT_ROOT / "reports" / "paper_table1.csv"}
 PAPER_METHOD = "MiniOneRec"
@@ -38,18 +39,21 @@ SCORE_COMMAND = (
 )
 
 
-class CompareError(RuntimeError):
+class CompareError(UserError):
     """The comparison cannot be made (unknown table, no scored runs, a run without scores); says how to fix it."""
 
 
 @dataclass(frozen=True)
 class Provenance:
-    """Which train split the numbers came from, as the run (or its parent) recorded it."""
+    """Which train split stands behind a run's numbers, as the run recorded it (``train_file.*`` params: the
+    file a training or baseline run read, or, for an evaluation, the file its model's training run read)."""
 
-    train_path: str | None = None
+    train_path: str | None = None  # relative to the data directory, e.g. Office_Products/train/....csv
     train_rows: int | None = None
     train_sha256: str | None = None
     train_is_partial: bool | None = None
+    data_dir: str | None = None  # "bundled" or the data directory
+    note: str | None = None  # why nothing was recorded
 
     @property
     def recorded(self) -> bool:
@@ -57,18 +61,17 @@ class Provenance:
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> "Provenance":
-        path = params.get("data.train.path")
-        partial = params.get("data.train_is_partial")
-        if partial is not None:
-            is_partial = partial.strip().lower() in ("true", "1", "yes")
-        else:
-            is_partial = path.endswith(".partial.csv") if path else None
-        rows = params.get("data.train.rows")
+        path = params.get("train_file.path")
+        if path is not None and path.startswith("unknown"):
+            return cls(note=path)
+        rows = params.get("train_file.rows")
+        partial = params.get("train_file.partial")
         return cls(
             train_path=path,
             train_rows=int(rows) if rows not in (None, "") else None,
-            train_sha256=params.get("data.train.sha256"),
-            train_is_partial=is_partial,
+            train_sha256=params.get("train_file.sha256"),
+            train_is_partial=None if partial is None else partial == "true",
+            data_dir=params.get("train_file.data_dir"),
         )
 
 
@@ -185,10 +188,6 @@ def _load_scored_run(client, run) -> ScoredRun:
                 f"({type(error).__name__}: {error}); re-score it with {SCORE_COMMAND}"
             ) from error
     params = dict(run.data.params)
-    parent_id = run.data.tags.get("mlflow.parentRunId")
-    if "data.train.path" not in params and parent_id:
-        # A scoring run nested under an evaluation run: the parent recorded the data files it read.
-        params = {**client.get_run(parent_id).data.params, **params}
     tags = run.data.tags
     return ScoredRun(
         run_id=run_id,
@@ -333,8 +332,3 @@ def headline_metrics(ranked: pd.DataFrame) -> dict[str, float]:
                 values[mlflow_key(f"{name}_{row.metric}", row.category, row.stage)] = float(value)
     return values
 
-
-if __name__ == "__main__":
-    from entrypoints.compare import main
-
-    main()

@@ -3,8 +3,8 @@
     python -m minirec.score --predictions results/test.json --category Industrial_and_Scientific
     mlflow run . -e score -P predictions=beams.parquet -P category=Office_Products -P stage=sft --env-manager local
 
-Reference: reference-spec 6.4 (calc.py, reproduced exactly), 6.6 (per-level analysis, a harness extension),
-1.6 (SID collisions). Library use::
+Reference: docs/upstream.md 6.4 (calc.py, reproduced exactly), 6.6 (per-level analysis, a harness extension),
+1.6 (SID collisions). This module is the library; :mod:`minirec.score.recipe` is the stage. Library use::
 
     scores = score_predictions(read_predictions(path), Catalogue.load(locate(category)))
     log_scores(scores, out_dir)   # inside an active MLflow run
@@ -145,8 +145,3 @@ def log_scores(
     mlflow.set_tag("scored", "true")
     return content
 
-
-if __name__ == "__main__":
-    from entrypoints.score import main
-
-    main()

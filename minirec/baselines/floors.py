@@ -1,6 +1,6 @@
 """Two non-learned baselines that every learned model must beat: most-popular items and item-to-item transitions.
 
-    python -m minirec.baselines --category Industrial_and_Scientific --method all
+    python -m minirec.baselines --category Industrial_and_Scientific --method popularity
 
 Both count on the train split only and rank SIDs (the unit MiniOneRec predicts), so their outputs go through the
 same scorer as a model's beams. They are sanity floors, not methods of the paper.
@@ -10,7 +10,7 @@ same scorer as a model's beams. They are sanity floors, not methods of the paper
 - ``transition``: items ranked by how often they followed the user's last history item in train (consecutive
   history pairs and last-history -> target), then filled with the popularity ranking.
 
-An item's SID may be shared with other items (reference-spec 1.6); a ranking keeps each SID once, at the rank
+An item's SID may be shared with other items (docs/upstream.md 1.6); a ranking keeps each SID once, at the rank
 of its first item.
 """
 
@@ -45,7 +45,7 @@ def transition_counts(train: pd.DataFrame) -> dict[int, Counter]:
     followers: dict[int, Counter] = defaultdict(Counter)
     seen: set[tuple[int, ...]] = set()
     for sequence in _item_sequences(train):
-        # A user's consecutive rows repeat the same pairs (sliding window, spec 2.3); count each sequence once.
+        # A user's consecutive rows repeat the same pairs (sliding window, docs/upstream.md 2.3); count each sequence once.
         key = tuple(sequence)
         if key in seen:
             continue
@@ -55,7 +55,7 @@ def transition_counts(train: pd.DataFrame) -> dict[int, Counter]:
     return followers
 
 
-def _rank_sids(items: Iterable[int], catalogue: Catalogue, k: int) -> list[str]:
+def rank_sids(items: Iterable[int], catalogue: Catalogue, k: int) -> list[str]:
     """Map ranked items to their SIDs, keeping each SID once, until ``k`` SIDs are collected."""
     ranked: list[str] = []
     seen: set[str] = set()
@@ -80,7 +80,7 @@ def rank(method: str, train: pd.DataFrame, split: pd.DataFrame, catalogue: Catal
     popular = _ordered(popularity_counts(train))
     # Items never seen in train still need a rank so every list reaches k SIDs.
     popular += sorted(set(catalogue.item_sid) - set(popular))
-    popular_sids = _rank_sids(popular, catalogue, k)
+    popular_sids = rank_sids(popular, catalogue, k)
     followers = transition_counts(train) if method == "transition" else {}
 
     predictions = []
@@ -89,7 +89,7 @@ def rank(method: str, train: pd.DataFrame, split: pd.DataFrame, catalogue: Catal
             predictions.append(popular_sids)
             continue
         last = int(history[-1])
-        predictions.append(_rank_sids(_ordered(followers.get(last, Counter())) + popular, catalogue, k))
+        predictions.append(rank_sids(_ordered(followers.get(last, Counter())) + popular, catalogue, k))
     return pd.DataFrame(
         {
             "row": range(len(split)),
@@ -100,8 +100,3 @@ def rank(method: str, train: pd.DataFrame, split: pd.DataFrame, catalogue: Catal
         }
     )
 
-
-if __name__ == "__main__":
-    from entrypoints.baselines import main
-
-    main()

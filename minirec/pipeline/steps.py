@@ -2,14 +2,14 @@
 
     mlflow run . -e main -P category=all -P preset=tiny --env-manager local
 
-Each stage runs as its own process (``python -m entrypoints.<stage> ...``) so a crash or an out-of-memory kill
-of one stage is contained and reported by name, and so multi-GPU stages can re-launch themselves through
+Each stage runs as its own process (``python -m minirec.<stage> ...``) so a crash or an out-of-memory kill of
+one stage is contained and reported by name, and so multi-GPU stages can re-launch themselves through
 ``accelerate launch``. Two environment variables link a stage's MLflow run back to ``main`` (both read by
-:func:`minirec.tracking.start_run`): ``MINIREC_PARENT_RUN_ID`` makes it a child of the category's pipeline run,
+:func:`minirec.tracking.stage_run`): ``MINIREC_PARENT_RUN_ID`` makes it a child of the category's pipeline run,
 and ``MINIREC_STAGE_KEY`` tags it with a digest of everything that determines its result (stage, arguments,
 which include the run ids of its inputs, code version, data digests). A FINISHED run with the same key is
-reused instead of recomputed, in the spirit of MLflow's multistep-workflow example; a FAILED or KILLED one is
-resumed from its last checkpoint when the stage supports ``--resume_from``.
+reused instead of recomputed, in the spirit of MLflow's multistep-workflow example; an interrupted one is
+resumed from its last checkpoint when the stage supports ``--resume_from``, and marked KILLED either way.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import time
 from dataclasses import dataclass, field
 
 from minirec.data.layout import PROJECT_ROOT
+from minirec.tracking import PARENT_ENV, STAGE_KEY_ENV, STAGE_KEY_TAG
 
-STAGE_KEY_TAG = "minirec.stage_key"
 UNFINISHED = ("FAILED", "KILLED", "RUNNING")
+RERUN_TAG = "minirec.rerun_of"
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,10 @@ class Step:
     name: str
     module: str
     args: tuple[str, ...] = field(default_factory=tuple)
-    resumable: bool = False  # the stage accepts ``--resume_from <run id>``
-    processes: int = 1  # >1: launched through ``accelerate launch`` (stages that do not re-launch themselves)
+    resumable: bool = False  # the stage accepts ``--resume_from <run id>`` and uploads checkpoints
 
     def command(self, extra: tuple[str, ...] = ()) -> list[str]:
-        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(self.processes)] \
-            if self.processes > 1 else [sys.executable]
-        return [*launcher, "-m", f"entrypoints.{self.module}", *self.args, *extra]
+        return [sys.executable, "-m", f"minirec.{self.module}", *self.args, *extra]
 
 
 class StageFailed(RuntimeError):
@@ -90,8 +88,8 @@ def child_environment(parent_run_id: str, key: str = "") -> dict[str, str]:
     ``MLFLOW_RUN_ID`` is dropped, or the stage would log into the run that ``mlflow run`` opened for ``main``.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    env["MINIREC_PARENT_RUN_ID"] = parent_run_id
-    env["MINIREC_STAGE_KEY"] = key
+    env[PARENT_ENV] = parent_run_id
+    env[STAGE_KEY_ENV] = key
     return env
 
 
@@ -116,21 +114,11 @@ class Outcome:
     seconds: float
 
 
-def has_checkpoint(step: Step, run_id: str) -> bool:
-    """Whether an interrupted run of a resumable stage left a checkpoint to continue from."""
-    if step.module == "sft":
-        from minirec.sft.resume import ResumeError, resolve_resume
+def has_checkpoint(run_id: str) -> bool:
+    """Whether an interrupted run left checkpoint artifacts to continue from."""
+    from minirec.resume import checkpoint_steps
 
-        try:
-            resolve_resume(run_id)
-        except (ResumeError, OSError):
-            return False
-        return True
-    if step.module == "grpo":
-        import mlflow
-
-        return bool(mlflow.MlflowClient().list_artifacts(run_id, "checkpoints"))
-    return False
+    return bool(checkpoint_steps(run_id))
 
 
 def run_or_reuse(step: Step, key: str, parent_run_id: str, force: bool) -> Outcome:
@@ -141,13 +129,22 @@ def run_or_reuse(step: Step, key: str, parent_run_id: str, force: bool) -> Outco
         run_id = finished[0].info.run_id
         print(f"[main] stage {step.name}: reusing finished run {run_id} (same parameters, code and data)", flush=True)
         return Outcome(run_id, True, 0.0)
-    interrupted = [run for run in previous if run.info.status in UNFINISHED and has_checkpoint(step, run.info.run_id)]
+    interrupted = [run for run in previous if run.info.status in UNFINISHED]
+    resumable = [run for run in interrupted if step.resumable and has_checkpoint(run.info.run_id)]
     extra: tuple[str, ...] = ()
-    if step.resumable and interrupted:
-        extra = ("--resume_from", interrupted[0].info.run_id)
-        print(f"[main] stage {step.name}: resuming interrupted run {interrupted[0].info.run_id}", flush=True)
+    if resumable:
+        extra = ("--resume_from", resumable[0].info.run_id)
+        print(f"[main] stage {step.name}: resuming interrupted run {resumable[0].info.run_id}", flush=True)
+    if interrupted:
+        from minirec.resume import mark_dead
+
+        mark_dead(interrupted[0].info.run_id)
     seconds = run_step(step, parent_run_id, key, extra)
     finished = [run for run in runs_with_key(key) if run.info.status == "FINISHED"]
     if not finished:
         raise StageFailed(f"stage {step.name!r} exited 0 but left no finished MLflow run tagged {key}")
+    if interrupted:
+        import mlflow
+
+        mlflow.MlflowClient().set_tag(finished[0].info.run_id, RERUN_TAG, interrupted[0].info.run_id)
     return Outcome(finished[0].info.run_id, False, seconds)

@@ -1,17 +1,19 @@
 """Evaluate a model: constrained beam search over a split's prompts, then HR@K / NDCG@K with the scorer.
 
-    python -m minirec.evaluate --model REF --category Industrial_and_Scientific [--split test --num-beams 50]
-    accelerate launch --num_processes 8 -m minirec.evaluate --model REF --category Industrial_and_Scientific
+    python -m minirec.evaluate --model REF --category Industrial_and_Scientific [--split test --num_beams 50]
+    python -m minirec.evaluate --model REF --category Industrial_and_Scientific --num_gpus 8
     mlflow run . -e evaluate -P model=REF -P category=Industrial_and_Scientific --env-manager local
 
-Upstream (reference-spec 6.1-6.4): the test prompt is ``PRE + BODY`` tokenised in two pieces and left-padded
+Upstream (docs/upstream.md 6.1-6.4): the test prompt is ``PRE + BODY`` tokenised in two pieces and left-padded
 with EOS, decoded with 50 constrained beams (``length_penalty=0``), written as ``{input, output, predict}``
 JSON and scored by calc.py. Here the same, with three changes: the generation config is explicit and isolated
-from the checkpoint's defaults (spec 8.1 G), the constraint fails closed (spec 8.1 F), and the work is
-written in atomic shards so an interrupted evaluation resumes where it stopped with an identical result.
+from the checkpoint's defaults (8.1 G), the constraint fails closed (8.1 F), and the work is written in
+atomic shards so an interrupted evaluation resumes where it stopped with an identical result.
 
-Several GPUs: each process (``accelerate``'s ``PartialState``) takes a contiguous block of shards; the main
-process merges them in split order after a barrier (the output folder must be shared by the processes).
+This module is the library (:func:`evaluate_model`, also behind SFT's final evaluation and GRPO's validation
+ranking); :mod:`minirec.evaluate.recipe` is the stage. Several processes: each (``accelerate``'s
+``PartialState``) takes a contiguous block of shards; the main process merges them in split order after a
+barrier (the output folder must be shared by the processes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -30,39 +33,32 @@ from minirec import prompts
 from minirec.atomic import atomic_path, write_json
 from minirec.constraint import SidConstraint
 from minirec.data import Catalogue, CategoryFiles, read_split, sha256_of
-from minirec.generation import beam_generation_config, effective_generation_config, generate_sid_beams
+from minirec.decoding import DecodeSettings
+from minirec.errors import UserError
+from minirec.generation import effective_generation_config, generate_sid_beams, left_pad
+
+__all__ = ["DecodeSettings", "Evaluation", "ShardMismatchError", "decode_beams", "encode_prompts", "evaluate_model", "left_pad",
+           "split_prompts"]
 
 SHARD_BATCHES = 4  # batches per shard: an interruption loses at most this much work
 
 
-class ShardMismatchError(RuntimeError):
+class ShardMismatchError(UserError):
     """The output folder holds shards of a different evaluation."""
 
 
 def split_prompts(frame: pd.DataFrame, phrasing: str = "test") -> list[prompts.Prompt]:
-    """The evaluation prompt of every row (spec 6.2; ``phrasing="sft"`` uses the SFT task-1 sentence)."""
+    """The evaluation prompt of every row (docs/upstream.md 6.2; ``phrasing="sft"`` uses the SFT task-1 sentence)."""
     return [prompts.test_prompt(history, target, phrasing)
             for history, target in zip(frame["history_item_sid_list"], frame["item_sid"])]
 
 
 def encode_prompts(tokenizer, samples: Sequence[prompts.Prompt]) -> list[list[int]]:
-    """``[BOS] + enc(preamble) + enc(body)``, each piece tokenised on its own as upstream does (spec 4.2, 6.2)."""
+    """``[BOS] + enc(preamble) + enc(body)``, each piece tokenised on its own as upstream does (docs/upstream.md 4.2, 6.2)."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     preambles = tokenizer([s.preamble for s in samples], add_special_tokens=False).input_ids
     bodies = tokenizer([s.body for s in samples], add_special_tokens=False).input_ids
     return [bos + pre + body for pre, body in zip(preambles, bodies)]
-
-
-def left_pad(batch: Sequence[Sequence[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists into ``(input_ids, attention_mask)`` (upstream pads by hand with EOS, spec 6.2)."""
-    width = max(len(ids) for ids in batch)
-    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, ids in enumerate(batch):
-        if ids:
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention_mask[row, width - len(ids):] = 1
-    return input_ids.to(device), attention_mask.to(device)
 
 
 def model_checksum(model) -> str:
@@ -111,45 +107,65 @@ class ShardStore:
 
 
 def decode_beams(tokenizer, generated: torch.Tensor, scores: torch.Tensor, num_beams: int):
-    """Ranked SID strings and scores per prompt (upstream strips the decoded text, spec 6.3)."""
+    """Ranked SID strings and scores per prompt (upstream strips the decoded text, docs/upstream.md 6.3)."""
     texts = [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
     values = scores.double().cpu().tolist()
     return ([texts[i:i + num_beams] for i in range(0, len(texts), num_beams)],
             [values[i:i + num_beams] for i in range(0, len(values), num_beams)])
 
 
-def evaluate_model(model, tokenizer, files: CategoryFiles, catalogue: Catalogue, *, out_dir: str | os.PathLike,
-                   split: str = "valid", num_beams: int = 50, batch_size: int = 16, limit: int | None = None,
-                   prompt: str = "test", seed: int = 0, on_shard: Callable[[int], None] | None = None,
-                   progress: bool = True):
-    """Decode ``split`` (its first ``limit`` rows) with constrained beam search and score it.
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_model` produced: the beams (every process), the scores (main process, else
+    ``None``), and the decoding actually used (settings, effective generation config, grammar size)."""
 
-    Returns ``(beams, scores)``: the harness beam frame (``row, user_id, target, predict, scores, prompt``) and
-    :class:`minirec.score.Scores` (``None`` on processes other than the main one). Writes ``out_dir/shards``,
-    ``beams.parquet`` and ``predictions.json`` (upstream's format); logs nothing to MLflow. ``on_shard`` is
-    called with each shard index once that shard is on disk.
+    beams: pd.DataFrame
+    scores: "Scores | None"  # noqa: F821
+    decode: DecodeSettings
+    generation_config: "GenerationConfig"  # noqa: F821
+    constraint_sids: int
+    max_new_tokens: int
+    processes: int = 1
+
+    def params(self) -> dict[str, str]:
+        """What a run logs about the decoding: the settings, the grammar and every effective generation field."""
+        generation = {f"generation.{key}": str(value) for key, value in self.generation_config.to_diff_dict().items()
+                      if key != "transformers_version"}
+        return {**self.decode.as_params(), "constraint_sids": str(self.constraint_sids),
+                "max_new_tokens": str(self.max_new_tokens), "processes": str(self.processes), **generation}
+
+
+def evaluate_model(model, tokenizer, files: CategoryFiles, catalogue: Catalogue, decode: DecodeSettings, *,
+                   out_dir: str | os.PathLike, split: str = "valid", seed: int = 0,
+                   on_shard: Callable[[int], None] | None = None, progress: bool = True) -> Evaluation:
+    """Decode ``split`` (its first ``decode.limit`` rows, all when 0) with constrained beam search and score it.
+
+    Writes ``out_dir/shards``, ``beams.parquet`` and ``predictions.json`` (upstream's format); logs nothing to
+    MLflow. ``on_shard`` is called with each shard index once that shard is on disk. The beam frame has
+    ``row, user_id, target, predict, scores, prompt``.
     """
-    from accelerate import PartialState
     from transformers import set_seed
 
     from minirec.beams import write_beams, write_upstream_json
+    from minirec.devices import process_state
     from minirec.score import score_predictions
 
-    state = PartialState()
+    state = process_state(model.device.type)
     set_seed(seed)
     rows = read_split(files.split(split))
-    rows = rows.head(limit) if limit else rows
-    samples = split_prompts(rows, prompt)
+    rows = rows.head(decode.limit) if decode.limit else rows
+    samples = split_prompts(rows, decode.prompt)
     constraint = SidConstraint.from_catalogue(catalogue, tokenizer).to(model.device)
-    pad = tokenizer.eos_token_id
-    config = beam_generation_config(num_beams, constraint.max_new_tokens, tokenizer.eos_token_id, pad)
-    effective_generation_config(model, config)
+    decode.check_catalogue(constraint.num_sids)
+    config = decode.generation_config(constraint, tokenizer)
+    effective = effective_generation_config(model, config)
 
-    shard_rows = batch_size * SHARD_BATCHES
+    shard_rows = decode.batch_size * SHARD_BATCHES
     shard_count = math.ceil(len(rows) / shard_rows)
     store = ShardStore(out_dir, {
-        "split": split, "split_sha256": sha256_of(files.split(split)), "rows": len(rows), "num_beams": num_beams,
-        "batch_size": batch_size, "shard_rows": shard_rows, "prompt": prompt, "tokenizer_length": len(tokenizer),
+        "split": split, "split_sha256": sha256_of(files.split(split)), "rows": len(rows),
+        "num_beams": decode.num_beams, "batch_size": decode.batch_size, "shard_rows": shard_rows,
+        "prompt": decode.prompt, "decoder": decode.decoder, "tokenizer_length": len(tokenizer),
         "model_checksum": model_checksum(model), "generation_config": config.to_diff_dict(),
     })
     if state.is_main_process:  # writes the manifest, or refuses a folder holding another evaluation's shards
@@ -161,16 +177,18 @@ def evaluate_model(model, tokenizer, files: CategoryFiles, catalogue: Catalogue,
     per_process = math.ceil(shard_count / state.num_processes)
     mine = range(state.process_index * per_process, min(shard_count, (state.process_index + 1) * per_process))
     todo = [index for index in mine if not store.done(index)]
-    _decode_shards(model, tokenizer, constraint, config, rows, samples, store, todo, shard_rows, batch_size,
-                   on_shard, progress and state.is_local_main_process)
+    _decode_shards(model, tokenizer, constraint, config, rows, samples, store, todo, shard_rows,
+                   decode.batch_size, on_shard, progress and state.is_local_main_process)
     state.wait_for_everyone()
 
     beams = store.read(shard_count)
-    if not state.is_main_process:
-        return beams, None
-    write_beams(Path(out_dir) / "beams.parquet", beams)
-    write_upstream_json(Path(out_dir) / "predictions.json", beams)
-    return beams, score_predictions(beams, catalogue, seed=seed)
+    scores = None
+    if state.is_main_process:
+        write_beams(Path(out_dir) / "beams.parquet", beams)
+        write_upstream_json(Path(out_dir) / "predictions.json", beams)
+        scores = score_predictions(beams, catalogue, seed=seed)
+    return Evaluation(beams, scores, decode, effective, constraint.num_sids, constraint.max_new_tokens,
+                      state.num_processes)
 
 
 def _decode_shards(model, tokenizer, constraint, config, rows, samples, store, todo, shard_rows, batch_size,
@@ -202,8 +220,3 @@ def _decode_shards(model, tokenizer, constraint, config, rows, samples, store, t
             if on_shard is not None:
                 on_shard(index)
 
-
-if __name__ == "__main__":
-    from entrypoints.evaluate import main
-
-    main()

@@ -5,7 +5,7 @@
 For each category: a few computed sentences answering "how far are we from Table 1, and where do we lose it?",
 every stage's HR/NDCG at each K with its 95% bootstrap CI, the Table 1 comparison (gap, relative %, whether the
 paper's number lies inside our CI, the place among the paper's methods), and the per-SID-level tables (a harness
-extension, reference-spec 6.6); then one table across datasets. The header names the runs, the git commit, the
+extension, docs/upstream.md 6.6); then one table across datasets. The header names the runs, the git commit, the
 date and the train file behind every number.
 """
 
@@ -22,7 +22,7 @@ import pandas as pd
 from minirec.compare import PAPER_METHOD, ScoredRun, best_baseline, ordinal
 
 HEADLINE_METRIC = "HR@10"
-UPSTREAM_BEAMS = 50  # upstream evaluate.sh decodes 50 beams (reference-spec 6.1); Table 1's top-10 comes from them
+UPSTREAM_BEAMS = 50  # upstream evaluate.sh decodes 50 beams (docs/upstream.md 6.1); Table 1's top-10 comes from them
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,8 @@ def started(run: ScoredRun) -> str:
 
 
 def partial_cell(prov) -> str:
-    """``yes``/``no`` for the recorded train file; for a run that recorded none, what its data directory holds."""
-    answer = {True: "**yes**", False: "no", None: "unknown"}[prov.train_is_partial]
-    return answer if prov.recorded or prov.train_is_partial is None else f"{answer} (data dir)"
+    """``yes``/``no``/``unknown``: whether the recorded train file is the partial split."""
+    return {True: "**yes**", False: "no", None: "unknown"}[prov.train_is_partial]
 
 
 def provenance_warnings(runs: Sequence[ScoredRun]) -> list[str]:
@@ -91,13 +90,7 @@ def provenance_warnings(runs: Sequence[ScoredRun]) -> list[str]:
                 "official one: it cannot be expected to reach the paper's numbers."
             )
         elif not prov.recorded:
-            # A scoring run reads no train file, but it records whether its data directory's train split is
-            # the partial one; a model trained from that directory saw the partial split.
-            partial = (
-                " Its data directory holds only the PARTIAL train split, so a model trained from it cannot be "
-                "expected to reach the paper's numbers." if prov.train_is_partial else ""
-            )
-            warnings.append(f"{who} did not record which train file its model was trained on.{partial}")
+            warnings.append(f"{who}: the train file behind these numbers is {prov.note or 'not recorded'}.")
     return warnings
 
 

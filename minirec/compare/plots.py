@@ -4,7 +4,7 @@
 
 - ``ours_vs_paper.png``: per category, grouped bars per Table 1 metric: each stage with its 95% CI as error
   bars, next to the paper's MiniOneRec number and the best of the paper's other methods on that metric.
-- ``levels_<Category>.png``: per stage, the per-SID-level retention across K (reference-spec 6.6, a harness
+- ``levels_<Category>.png``: per stage, the per-SID-level retention across K (docs/upstream.md 6.6, a harness
   extension): share with the right level-1 code, then the share of those keeping level 2, then level 3.
 """
 

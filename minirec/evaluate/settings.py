@@ -1,0 +1,46 @@
+"""Settings of the evaluate stage: which model, which split, and how to decode it (one :class:`DecodeSettings`).
+
+    python -m minirec.evaluate --model <run id> --category Industrial_and_Scientific --print_config
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from minirec.decoding import DECODERS, PROMPTS, DecodeSettings
+from minirec.settings import LaunchedSettings, setting
+
+
+@dataclass
+class EvaluateSettings(LaunchedSettings):
+    """Every setting of an evaluation; defaults are upstream's evaluate.sh (docs/upstream.md 6.1-6.3)."""
+
+    STAGE = "evaluate"
+
+    model: str = setting("", "model to evaluate: local folder, hub id, MLflow run id, runs:/ or models:/ URI")
+    split: str = setting("test", "rows to evaluate", choices=("valid", "test"))
+    num_beams: int = setting(50, "beams = ranked SIDs per user", upstream="evaluate.sh: 50", minimum=1, maximum=1000)
+    batch_size: int = setting(16, "prompts per decoding batch", upstream="evaluate.sh: 8", minimum=1, maximum=4096)
+    limit: int = setting(0, "evaluate only the first N rows (0: all)", minimum=0)
+    prompt: str = setting("test", "prompt wording: upstream's test prompt or the SFT task-1 sentence",
+                          choices=PROMPTS)
+    decoder: str = setting("hf", "decoding engine", choices=DECODERS)
+    strict: bool = setting(True, "fail the run if any beam is not a catalogue SID (upstream's CC > 0)")
+    stage_label: str = setting("", "stage tag of the run (default: the model's stage, sft or grpo, else evaluate)",
+                               aliases=("stage",))
+    dtype: str = setting("auto", "weights dtype (auto: bfloat16 on GPU as upstream, float32 on CPU)",
+                         choices=("auto", "float32", "bfloat16", "float16"))
+    resume_from: str = setting("", "id of an interrupted evaluate run to continue in its output folder")
+    seed: int = setting(0, "seed of transformers and the bootstrap")
+
+    def check(self) -> None:
+        super().check()
+        if not self.model and not self.resume_from:
+            from minirec.errors import SettingsError
+
+            raise SettingsError("model is required: a local folder, hub id, MLflow run id, runs:/ or models:/ URI")
+
+    @property
+    def decode(self) -> DecodeSettings:
+        return DecodeSettings(num_beams=self.num_beams, batch_size=self.batch_size, prompt=self.prompt,
+                              strict=self.strict, limit=self.limit, decoder=self.decoder)
