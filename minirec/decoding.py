@@ -6,7 +6,9 @@
 Upstream decodes test prompts with 50 constrained beams, ``length_penalty=0`` and batches of 8
 (``evaluate.sh``, docs/upstream.md 6.3); SFT validates by eval loss only and GRPO decodes 20 beams inside the
 roll-out's constraint state (8.1 E). Here every ranking evaluation is one :class:`DecodeSettings`: the run
-logs ``decode.as_params()`` and the generation config built from it, and that config is the one used.
+logs ``decode.as_params()`` and the generation config built from it, and that config is the one used (by
+``generate`` itself with ``decoder=hf``; the ``sid`` decoder reproduces its beam search exactly, one prefill per
+prompt instead of one per beam, and ``exact`` ranks every catalogue SID).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from dataclasses import asdict, dataclass
 from minirec.errors import SettingsError
 
 PROMPTS = ("test", "sft")
-DECODERS = ("hf",)
+# sid: one prefill per prompt, then transformers' beam search step for step (minirec.sid_decoder), the default;
+# hf: model.generate with the constraint processor (for cross-checking); exact: every catalogue SID scored.
+DECODERS = ("sid", "hf", "exact")
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,11 @@ class DecodeSettings:
     prompt: str = "test"
     strict: bool = True
     limit: int = 0
-    decoder: str = "hf"
+    decoder: str = "sid"
+    recall_rows: int = 0  # rows also ranked exactly, for beam_recall@K (0: none)
 
     def __post_init__(self):
-        if self.num_beams < 1 or self.batch_size < 1 or self.limit < 0:
+        if self.num_beams < 1 or self.batch_size < 1 or self.limit < 0 or self.recall_rows < 0:
             raise SettingsError(f"decoding needs num_beams >= 1, batch_size >= 1 and limit >= 0; got {self}")
         if self.prompt not in PROMPTS or self.decoder not in DECODERS:
             raise SettingsError(f"prompt must be one of {PROMPTS} and decoder one of {DECODERS}; got {self}")
@@ -48,6 +53,20 @@ class DecodeSettings:
 
         return beam_generation_config(self.num_beams, constraint.max_new_tokens, tokenizer.eos_token_id,
                                       tokenizer.eos_token_id)
+
+    def rank(self, model, input_ids, attention_mask, constraint, config):
+        """``(generated, scores)``: the ``num_beams`` best SIDs of each left-padded prompt, best first, with
+        their summed log-probabilities, by this decoding's engine (the same result from ``sid`` and ``hf``, up to
+        float near-ties: :mod:`minirec.sid_decoder`)."""
+        if self.decoder == "hf":
+            from minirec.generation import generate_sid_beams
+
+            return generate_sid_beams(model, input_ids, attention_mask, constraint, config)
+        from minirec.sid_decoder import exact_top_k, sid_beam_search
+
+        engine = exact_top_k if self.decoder == "exact" else sid_beam_search
+        return tuple(engine(model, input_ids, attention_mask, constraint, self.num_beams,
+                            pad_token_id=config.pad_token_id))
 
     def as_params(self, prefix: str = "decode.") -> dict[str, str]:
         return {f"{prefix}{name}": str(value) for name, value in asdict(self).items()}

@@ -44,6 +44,24 @@ def test_parquet_and_upstream_json_hold_the_same_predictions_and_score_alike(
     assert (from_json.invalid, from_json.invalid_all) == (from_parquet.invalid, from_parquet.invalid_all)
 
 
+@pytest.mark.parametrize("decoder", ["hf", "exact"])
+def test_every_decoder_gives_the_sid_decoders_ranking_where_it_should(
+    decoder, tiny_loaded, industrial_files, industrial_catalogue, tmp_path,
+):
+    """hf (generate) ranks as the default sid decoder; exact ranks every SID, so each of its k-th scores is at
+    least the beam search's k-th score. The tiny model here is untrained: its near-uniform scores tie, and tied
+    SIDs may swap places, so the comparison is on the ranked scores (tests/test_sid_decoder.py compares SIDs on a
+    trained model)."""
+    sid, _ = _evaluate(tiny_loaded, industrial_files, industrial_catalogue, tmp_path / "sid", limit=6)
+    other, _ = _evaluate(tiny_loaded, industrial_files, industrial_catalogue, tmp_path / decoder, limit=6,
+                         decoder=decoder)
+    if decoder == "hf":
+        assert [list(s) for s in other["scores"]] == [pytest.approx(list(s), abs=1e-4) for s in sid["scores"]]
+    else:
+        for exact, beam in zip(other["scores"], sid["scores"]):
+            assert all(e >= b - 1e-5 for e, b in zip(exact, beam))
+
+
 class Interrupted(Exception):
     pass
 
@@ -90,7 +108,7 @@ def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny_industrial, tiny
     with stage_run(category=CATEGORY, stage="sft", source="test", files=industrial_files) as sft_run:
         log_hf_model(*tiny_loaded)
     run_stage(EvaluateRecipe, "--model", sft_run.info.run_id, "--category", CATEGORY, "--limit", "4",
-              "--num_beams", "10", "--batch-size", "4", "--out", tmp_path / "out")
+              "--num_beams", "10", "--batch-size", "4", "--recall_rows", "2", "--out", tmp_path / "out")
 
     runs = mlflow.search_runs(experiment_names=[f"minirec-{CATEGORY}"], filter_string="tags.entry_point = 'evaluate'",
                               output_format="list")
@@ -101,7 +119,8 @@ def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny_industrial, tiny
     assert run.data.tags["source"] == sft_run.info.run_id
     assert run.data.metrics["invalid_all"] == 0 and run.data.metrics["n"] == 4 and run.data.metrics["num_beams"] == 10
     assert {"HR_at_10", "NDCG_at_10", "HR_at_10_ci_low"} <= run.data.metrics.keys()
-    assert run.data.params["sid_tokens_added"] == "0"
+    assert run.data.params["sid_tokens_added"] == "0" and run.data.params["decode.decoder"] == "sid"
+    assert 0 < run.data.metrics["beam_recall_at_10"] <= 1 and run.data.metrics["beam_recall_rows"] == 2
     assert run.data.params["generation.do_sample"] == "False"
     # provenance: the train file of the run that trained the model, relative to the data directory
     assert run.data.params["train_file.path"] == industrial_files.relative(industrial_files.train)

@@ -15,6 +15,7 @@ from minirec.grpo.settings import GRPOSettings
 from minirec.grpo.data import build_prompt_set
 from minirec.grpo.rewards import rank_penalties
 from minirec.grpo.rollout import beam_rollout, sample_rollout
+from test_sid_decoder import trained  # noqa: F401  (the trained tiny model fixture)
 
 
 G = 16
@@ -177,3 +178,25 @@ def test_two_cpu_processes_split_whole_groups_and_log_once(mlflow_uri, tiny_poli
     assert sorted(m.step for m in history) == [1, 2]
     assert run.data.metrics["rollout/distinct_sids_per_group"] == G
     assert "valid/HR_at_10" in run.data.metrics and run.data.params["num_gpus"] == "2"
+
+
+def test_beam_rollouts_are_the_evaluation_decoders_beams(trained, industrial_files):
+    """The roll-out's G beams are what evaluation decodes for the same prompt: the sid decoder's, which equal
+    generate's (the hf path) in order and score. On the trained tiny model: an untrained one ties everywhere."""
+    from minirec.decoding import DecodeSettings
+    from minirec.generation import beam_generation_config, left_pad
+
+    model, tokenizer, constraint = trained.model, trained.tokenizer, trained.constraints[3]
+    texts = list(build_prompt_set(industrial_files, max_train_prompts=3).train["prompt"])
+    ids = prompt_ids(tokenizer, texts)
+    rows = [row for row in ids for _ in range(G)]
+    common = dict(num_generations=G, constraint=constraint, max_new_tokens=8, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=tokenizer.eos_token_id)
+    sid, hf = (beam_rollout(model, rows, decoder=decoder, **common) for decoder in ("sid", "hf"))
+    assert sid.completion_ids == hf.completion_ids
+    assert sid.scores == pytest.approx(hf.scores, abs=1e-4)
+    input_ids, mask = left_pad(ids, tokenizer.pad_token_id, model.device)
+    config = beam_generation_config(G, 8, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    generated, _ = DecodeSettings(num_beams=G, batch_size=3).rank(model, input_ids, mask, constraint, config)
+    decoded = [tokenizer.decode(row, skip_special_tokens=True) for row in generated]
+    assert [tokenizer.decode(c, skip_special_tokens=True) for c in sid.completion_ids] == decoded

@@ -35,7 +35,7 @@ from minirec.constraint import SidConstraint
 from minirec.data import Catalogue, CategoryFiles, read_split, sha256_of
 from minirec.decoding import DecodeSettings
 from minirec.errors import UserError
-from minirec.generation import effective_generation_config, generate_sid_beams, left_pad
+from minirec.generation import effective_generation_config, left_pad
 
 __all__ = ["DecodeSettings", "Evaluation", "ShardMismatchError", "decode_beams", "encode_prompts", "evaluate_model", "left_pad",
            "split_prompts"]
@@ -126,6 +126,7 @@ class Evaluation:
     constraint_sids: int
     max_new_tokens: int
     processes: int = 1
+    recall: dict = None  # beam_recall@K over the first decode.recall_rows rows (empty: not measured)
 
     def params(self) -> dict[str, str]:
         """What a run logs about the decoding: the settings, the grammar and every effective generation field."""
@@ -177,8 +178,8 @@ def evaluate_model(model, tokenizer, files: CategoryFiles, catalogue: Catalogue,
     per_process = math.ceil(shard_count / state.num_processes)
     mine = range(state.process_index * per_process, min(shard_count, (state.process_index + 1) * per_process))
     todo = [index for index in mine if not store.done(index)]
-    _decode_shards(model, tokenizer, constraint, config, rows, samples, store, todo, shard_rows,
-                   decode.batch_size, on_shard, progress and state.is_local_main_process)
+    _decode_shards(model, tokenizer, constraint, config, decode, rows, samples, store, todo, shard_rows,
+                   on_shard, progress and state.is_local_main_process)
     state.wait_for_everyone()
 
     beams = store.read(shard_count)
@@ -187,11 +188,38 @@ def evaluate_model(model, tokenizer, files: CategoryFiles, catalogue: Catalogue,
         write_beams(Path(out_dir) / "beams.parquet", beams)
         write_upstream_json(Path(out_dir) / "predictions.json", beams)
         scores = score_predictions(beams, catalogue, seed=seed)
+    recall = beam_recall_at(model, tokenizer, constraint, beams, samples, decode) if state.is_main_process else {}
     return Evaluation(beams, scores, decode, effective, constraint.num_sids, constraint.max_new_tokens,
-                      state.num_processes)
+                      state.num_processes, recall)
 
 
-def _decode_shards(model, tokenizer, constraint, config, rows, samples, store, todo, shard_rows, batch_size,
+RECALL_KS = (1, 10, 50)
+
+
+def beam_recall_at(model, tokenizer, constraint, beams: pd.DataFrame, samples, decode: DecodeSettings) -> dict:
+    """``beam_recall@K``: over the first ``decode.recall_rows`` rows, the share of the true top-K SIDs (every
+    catalogue SID scored, :func:`minirec.sid_decoder.exact_top_k`) that the decoding returned. No MiniOneRec
+    implementation measures how much its beam search misses; 1.0 means nothing was pruned away."""
+    rows = min(decode.recall_rows, len(beams))
+    if rows == 0 or decode.decoder == "exact":
+        return {}
+    from minirec.sid_decoder import beam_recall, exact_top_k
+
+    encoded = encode_prompts(tokenizer, samples[:rows])
+    exact = []
+    for begin in range(0, rows, decode.batch_size):
+        input_ids, attention_mask = left_pad(encoded[begin:begin + decode.batch_size], tokenizer.eos_token_id,
+                                             model.device)
+        generated, _ = exact_top_k(model, input_ids, attention_mask, constraint, decode.num_beams,
+                                   pad_token_id=tokenizer.eos_token_id)
+        texts = [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+        exact += [texts[i:i + decode.num_beams] for i in range(0, len(texts), decode.num_beams)]
+    found = [list(predict) for predict in beams["predict"].iloc[:rows]]
+    recall = {f"beam_recall@{k}": beam_recall(found, exact, k) for k in RECALL_KS if k <= decode.num_beams}
+    return {**recall, "beam_recall_rows": rows}
+
+
+def _decode_shards(model, tokenizer, constraint, config, decode, rows, samples, store, todo, shard_rows,
                    on_shard, show_progress):
     from tqdm.auto import tqdm
 
@@ -201,10 +229,10 @@ def _decode_shards(model, tokenizer, constraint, config, rows, samples, store, t
         for index in todo:
             start, stop = index * shard_rows, min(len(rows), (index + 1) * shard_rows)
             predict, scores = [], []
-            for begin in range(start, stop, batch_size):
-                end = min(stop, begin + batch_size)
+            for begin in range(start, stop, decode.batch_size):
+                end = min(stop, begin + decode.batch_size)
                 input_ids, attention_mask = left_pad(encoded[begin:end], tokenizer.eos_token_id, model.device)
-                generated, beam_scores = generate_sid_beams(model, input_ids, attention_mask, constraint, config)
+                generated, beam_scores = decode.rank(model, input_ids, attention_mask, constraint, config)
                 texts, values = decode_beams(tokenizer, generated, beam_scores, config.num_return_sequences)
                 predict += texts
                 scores += values

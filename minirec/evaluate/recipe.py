@@ -119,7 +119,7 @@ class EvaluateRecipe(Recipe):
         import mlflow
 
         from minirec.score import log_scores
-        from minirec.tracking import log_params
+        from minirec.tracking import log_json_metrics, log_params
 
         evaluation, out = self.evaluation, Path(self.settings.output_dir)
         log_params({**evaluation.params(), **trained_on(self.settings.model), "dtype": str(self.dtype),
@@ -128,7 +128,13 @@ class EvaluateRecipe(Recipe):
         mlflow.log_artifact(str(out / "beams.parquet"), "beams")
         mlflow.log_artifact(str(out / "predictions.json"), "beams")
         log_scores(evaluation.scores, out / "scores")
+        if evaluation.recall:
+            log_json_metrics(evaluation.recall)
+            mlflow.log_dict(evaluation.recall, "scores/beam_recall.json")
         print(evaluation.scores.summary())
+        if evaluation.recall:
+            print("beam recall over the first {beam_recall_rows} rows: ".format(**evaluation.recall) + ", ".join(
+                f"{name} {value:.3f}" for name, value in evaluation.recall.items() if name.startswith("beam_recall@")))
         print(f"[evaluate] run {self.mlflow_run.info.run_id}; outputs in {out}", flush=True)
         if self.settings.strict and evaluation.scores.invalid_all:
             raise UserError(f"{evaluation.scores.invalid_all} predicted SIDs are not in the catalogue (strict mode)")

@@ -24,7 +24,11 @@ class EvaluateSettings(LaunchedSettings):
     limit: int = setting(0, "evaluate only the first N rows (0: all)", minimum=0)
     prompt: str = setting("test", "prompt wording: upstream's test prompt or the SFT task-1 sentence",
                           choices=PROMPTS)
-    decoder: str = setting("hf", "decoding engine", choices=DECODERS)
+    decoder: str = setting("sid", "decoding engine: sid (one prefill per prompt, generate's beam search step for "
+                           "step), hf (model.generate, for cross-checking) or exact (every catalogue SID scored)",
+                           choices=DECODERS)
+    recall_rows: int = setting(32, "first N rows also ranked exactly, to report beam_recall@K: the share of the "
+                               "true top-K that beam search returned (0: skip)", minimum=0)
     strict: bool = setting(True, "fail the run if any beam is not a catalogue SID (upstream's CC > 0)")
     stage_label: str = setting("", "stage tag of the run (default: the model's stage, sft or grpo, else evaluate)",
                                aliases=("stage",))
@@ -43,4 +47,5 @@ class EvaluateSettings(LaunchedSettings):
     @property
     def decode(self) -> DecodeSettings:
         return DecodeSettings(num_beams=self.num_beams, batch_size=self.batch_size, prompt=self.prompt,
-                              strict=self.strict, limit=self.limit, decoder=self.decoder)
+                              strict=self.strict, limit=self.limit, decoder=self.decoder,
+                              recall_rows=self.recall_rows)

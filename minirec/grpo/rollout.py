@@ -22,7 +22,7 @@ import torch
 from transformers import GenerationConfig
 
 from minirec.constraint import SidConstraint
-from minirec.generation import beam_generation_config, generate_constrained, generate_sid_beams, left_pad
+from minirec.generation import beam_generation_config, generate_constrained, left_pad
 
 
 @dataclass
@@ -67,13 +67,18 @@ def beam_rollout(
     max_new_tokens: int,
     pad_token_id: int,
     eos_token_id: int,
+    decoder: str = "sid",
 ) -> Rollout:
-    """G constrained beams for each group's prompt, best first (the evaluation's explicit beam config)."""
+    """G constrained beams for each group's prompt, best first: the evaluation's decoding (``decoder`` sid, one
+    prefill per prompt, or hf, ``generate``) with its explicit beam config."""
+    from minirec.decoding import DecodeSettings
+
     start = time.perf_counter()
     unique = group_prompts(prompt_ids, num_generations)
     input_ids, attention_mask = left_pad(unique, pad_token_id, model.device)
     config = beam_generation_config(num_generations, max_new_tokens, eos_token_id, pad_token_id)
-    generated, scores = generate_sid_beams(model, input_ids, attention_mask, constraint, config)
+    decode = DecodeSettings(num_beams=num_generations, batch_size=len(unique), decoder=decoder)
+    generated, scores = decode.rank(model, input_ids, attention_mask, constraint, config)
     completions = cut_at_eos(generated, [eos_token_id])
     return Rollout(completions, scores.float().cpu().tolist(), time.perf_counter() - start)
 

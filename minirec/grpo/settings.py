@@ -46,6 +46,8 @@ class GRPOSettings(LaunchedSettings):
                                    minimum=2, maximum=1000)
     beam_search: bool = setting(True, "constrained beam search with G beams per prompt (rl.sh); false: one "
                                 "constrained sample per repeated prompt at --temperature")
+    rollout_decoder: str = setting("sid", "beam roll-outs: sid (one prefill per prompt, generate's beam search "
+                                   "step for step) or hf (model.generate)", choices=("sid", "hf"))
     temperature: float = setting(1.0, "sampling temperature (also divides the logits of the loss, as in trl)",
                                  minimum=1e-6)
     max_completion_length: int = setting(128, "maximum new tokens per completion", upstream="rl.sh: 128",
@@ -122,4 +124,4 @@ class GRPOSettings(LaunchedSettings):
 
     def eval_decode(self) -> DecodeSettings:
         """The validation ranking's decoding (the evaluate stage's, on a seeded valid subset)."""
-        return DecodeSettings(num_beams=self.eval_beams, batch_size=self.eval_batch_size)
+        return DecodeSettings(num_beams=self.eval_beams, batch_size=self.eval_batch_size, decoder=self.rollout_decoder)

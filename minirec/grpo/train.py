@@ -98,6 +98,7 @@ def build_trainer(settings: GRPOSettings, model, tokenizer, files, catalogue, pr
         constraint=SidConstraint.from_catalogue(catalogue, tokenizer).to(device),
         valid_sids=catalogue.valid_sids,
         beam_search=settings.beam_search,
+        rollout_decoder=settings.rollout_decoder,
         max_prompt_length=settings.max_prompt_length,
     )
     trainer.add_callback(StepMetrics())

@@ -59,10 +59,12 @@ class ConstrainedGRPOTrainer(GRPOTrainer):
         constraint: SidConstraint,
         valid_sids,
         beam_search: bool = True,
+        rollout_decoder: str = "sid",
         max_prompt_length: int = 512,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.rollout_decoder = rollout_decoder
         self.constraint = constraint
         self.valid_sids = frozenset(valid_sids)
         self.beam_search = beam_search
@@ -84,7 +86,8 @@ class ConstrainedGRPOTrainer(GRPOTrainer):
             self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
         ) as model:
             if self.beam_search:
-                rollout = beam_rollout(model, prompt_ids, num_generations=num_generations, **common)
+                rollout = beam_rollout(model, prompt_ids, num_generations=num_generations,
+                                       decoder=self.rollout_decoder, **common)
             else:
                 rollout = sample_rollout(model, prompt_ids, temperature=self.temperature, **common)
         mode = "train" if self.model.training else "eval"
