@@ -38,7 +38,7 @@ test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/python -m minirec.ui
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts outputs reports/latest .cache
+	rm -rf $(VENV) mlflow.db mlflow.db.lock mlartifacts mlruns outputs reports/latest .cache

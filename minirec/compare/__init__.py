@@ -32,7 +32,7 @@ PAPER_METHOD = "MiniOneRec"
 COMPARISON_COLUMNS = ("category", "stage", "metric", "paper", "ours", "gap", "relative_pct", "ci_low", "ci_high")
 SCORED_FILTER = "tags.scored = 'true' and attributes.status = 'FINISHED'"
 # Stages in pipeline order (baselines first); any other stage label sorts after these, alphabetically.
-STAGE_ORDER = ("popularity", "transition", "sft", "grpo")
+STAGE_ORDER = ("popularity", "transition", "sasrec", "gru4rec", "caser", "hstu", "tiger", "sft", "grpo")
 SCORE_COMMAND = (
     "python -m minirec.score --predictions FILE --category CATEGORY --stage STAGE "
     "(or `mlflow run . -e score --env-manager local -P predictions=FILE -P category=CATEGORY`)"
@@ -88,6 +88,10 @@ class ScoredRun:
     metrics: dict
     levels: dict
     provenance: Provenance = field(default_factory=Provenance)
+    experiment_id: str = ""
+    tags: dict = field(default_factory=dict, compare=False)
+    params: dict = field(default_factory=dict, compare=False)
+    rows: str = ""  # which rows the numbers cover, in words (set by minirec.compare.rows.align)
 
     @property
     def num_beams(self) -> int | None:
@@ -199,6 +203,9 @@ def _load_scored_run(client, run) -> ScoredRun:
         metrics=loaded["metrics"],
         levels=loaded["levels"],
         provenance=Provenance.from_params(params),
+        experiment_id=run.info.experiment_id,
+        tags=dict(tags),
+        params=params,
     )
 
 

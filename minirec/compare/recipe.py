@@ -29,14 +29,14 @@ from minirec.compare import (
     with_rank_and_ci,
 )
 from minirec.compare.plots import plot_level_dropoff, plot_ours_vs_paper
-from minirec.compare.report import Stamp, render_report
+from minirec.compare.report import Context, Stamp, render_report
 from minirec.compare.settings import CompareSettings
 from minirec.stage import Recipe
 from minirec.tracking import COMPARISON_EXPERIMENT, git_commit
 
 
 def write_bundle(runs: Sequence[ScoredRun], paper: pd.DataFrame, ranked: pd.DataFrame, out_dir: Path,
-                 stamp: Stamp) -> list[Path]:
+                 stamp: Stamp, context: Context | None = None) -> list[Path]:
     """Write comparison.csv, report.md and the figures into ``out_dir``; return the files written.
 
     Everything is drawn into a staging folder beside ``out_dir`` that then replaces it whole
@@ -51,10 +51,41 @@ def write_bundle(runs: Sequence[ScoredRun], paper: pd.DataFrame, ranked: pd.Data
                 plots[category] = plot_level_dropoff(category_runs, staging / f"levels_{category}.png").name
         if not ranked.empty:
             plots["all"] = plot_ours_vs_paper(ranked, paper, staging / "ours_vs_paper.png").name
-        report = render_report(runs, ranked, paper, stamp, plots)
+        report = render_report(runs, ranked, paper, stamp, plots, context)
         (staging / "report.md").write_text(report, encoding="utf-8")
         names = sorted(path.name for path in staging.iterdir())
     return [out_dir / name for name in names]
+
+
+def ui_base() -> str:
+    """Where the MLflow UI of these runs is: the tracking server itself, else what ``make ui`` serves."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return uri.rstrip("/") if uri.startswith("http") else os.environ.get("MINIREC_UI_URL", "http://127.0.0.1:5000")
+
+
+def report_context(runs: Sequence[ScoredRun], frames: dict) -> Context:
+    """Lineage and training health of every run, and GRPO minus SFT per category on their common rows."""
+    from mlflow import MlflowClient
+
+    from minirec.compare.lineage import lineage, stage_health
+    from minirec.compare.rows import catalogue_of, paired_difference
+
+    client = MlflowClient()
+    context = Context(ui_base=ui_base())
+    catalogues: dict = {}
+    for run in runs:
+        context.lineages[run.run_id] = found = lineage(client, run)
+        context.health[run.run_id] = stage_health(client, found)
+    for category, by_run in frames.items():
+        stage_of = {run.run_id: run for run in runs if run.category == category}
+        sft = [stage_of[run_id] for run_id in by_run if stage_of[run_id].stage == "sft"]
+        grpo = [stage_of[run_id] for run_id in by_run if stage_of[run_id].stage == "grpo"]
+        if sft and grpo:
+            catalogue = catalogue_of(grpo[0], catalogues)
+            context.differences[category] = {
+                metric: paired_difference(by_run[sft[0].run_id], by_run[grpo[0].run_id], catalogue, metric)
+                for metric in ("HR@10", "NDCG@10")}
+    return context
 
 
 class CompareRecipe(Recipe):
@@ -83,6 +114,10 @@ class CompareRecipe(Recipe):
         return {"compared_run_ids": self.compared, "paper": self.settings.paper}
 
     def run(self) -> None:
+        from minirec.compare.rows import align
+
+        self.runs, frames = align(self.runs)
+        self.context = report_context(self.runs, frames)
         self.ranked = with_rank_and_ci(comparison_frame(self.runs, self.paper), self.paper)
 
     def log(self) -> None:
@@ -99,7 +134,7 @@ class CompareRecipe(Recipe):
         from minirec.tracking import log_params
 
         log_params({"compared_run_ids": self.compared})
-        written = write_bundle(self.runs, self.paper, self.ranked, Path(settings.output_dir), stamp)
+        written = write_bundle(self.runs, self.paper, self.ranked, Path(settings.output_dir), stamp, self.context)
         mlflow.log_metrics(headline_metrics(self.ranked))
         for path in written:
             mlflow.log_artifact(str(path))

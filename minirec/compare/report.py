@@ -2,17 +2,21 @@
 
     python -m minirec.compare --paper table1 --out reports/latest   # writes report.md beside comparison.csv
 
-For each category: a few computed sentences answering "how far are we from Table 1, and where do we lose it?",
-every stage's HR/NDCG at each K with its 95% bootstrap CI, the Table 1 comparison (gap, relative %, whether the
-paper's number lies inside our CI, the place among the paper's methods), and the per-SID-level tables (a harness
-extension, docs/upstream.md 6.6); then one table across datasets. The header names the runs, the git commit, the
-date and the train file behind every number.
+For each category: a box saying what was run (preset, model size and initialisation, train rows used, steps,
+beams, rows scored) and what that implies, once; a few computed sentences answering "how far are we from Table 1,
+and where do we lose it?"; GRPO minus SFT on the same rows with a paired interval; the training-health facts of
+each model stage, with a plain warning when a stage could not have changed the model; every stage's HR, HR_coll
+and NDCG at each K with 95% bootstrap CIs, all on the same rows (:mod:`minirec.compare.rows`); the Table 1
+comparison; the Table 1 methods we trained and what their loss on our data says about ours ("where the gap comes
+from"); and the per-SID-level tables (a harness extension, docs/upstream.md 6.6). Then one table across datasets.
+The header names the runs (each linked to the MLflow UI), the git commit, the date and, per run, the train file
+behind its numbers (relative to the data directory) and the upstream profile it ran under.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +27,51 @@ from minirec.compare import PAPER_METHOD, ScoredRun, best_baseline, ordinal
 
 HEADLINE_METRIC = "HR@10"
 UPSTREAM_BEAMS = 50  # upstream evaluate.sh decodes 50 beams (docs/upstream.md 6.1); Table 1's top-10 comes from them
+
+
+# Official train rows (data/README.md): what a partial split is a share of.
+OFFICIAL_TRAIN_ROWS = {"Industrial_and_Scientific": 36_257, "Office_Products": 38_925}
+
+
+@dataclass
+class Context:
+    """What the report knows beyond the scores: per run id its lineage and health, per category the GRPO-minus-SFT
+    paired differences, the UI address, and the paper rows of the baselines we trained."""
+
+    lineages: dict = field(default_factory=dict)  # run id -> minirec.compare.lineage.Lineage
+    health: dict = field(default_factory=dict)  # run id -> Health
+    differences: dict = field(default_factory=dict)  # category -> {metric: (mean, low, high, rows)}
+    ui_base: str = "http://127.0.0.1:5000"
+
+    def link(self, run: ScoredRun) -> str:
+        return f"[`{run.run_id[:8]}`]({run_link(self.ui_base, run.experiment_id, run.run_id)})"
+
+
+# MLflow 3.17's UI opens experiments in its GenAI view unless asked for the model-training one.
+UI_VIEW = "workflowType=machine_learning"
+
+
+def run_link(base: str, experiment_id: str, run_id: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW}"
+
+
+def compare_link(base: str, runs: Sequence[ScoredRun]) -> str:
+    """MLflow's compare-runs view of exactly these runs."""
+    import json
+
+    ids = json.dumps([run.run_id for run in runs], separators=(",", ":"))
+    experiments = json.dumps(sorted({run.experiment_id for run in runs}), separators=(",", ":"))
+    return f"{base}/#/compare-runs?runs={ids}&experiments={experiments}&{UI_VIEW}"
+
+
+def without_machine_paths(text: str) -> str:
+    """The project's paths relative to it and any other absolute path reduced to its last part."""
+    import re
+
+    from minirec.data.layout import PROJECT_ROOT
+
+    text = text.replace(str(PROJECT_ROOT) + "/", "")
+    return re.sub(r"(?<![\w.:])/(?:[^\s/`'\"]+/)+([^\s/`'\"]+)", r"…/\1", text)
 
 
 @dataclass(frozen=True)
@@ -78,33 +127,37 @@ def partial_cell(prov) -> str:
 
 
 def provenance_warnings(runs: Sequence[ScoredRun]) -> list[str]:
-    """Plain sentences for every run trained on the partial split or with no train file recorded."""
+    """One sentence per category and partial train file (not one per run), and one per run with no train file."""
     warnings = []
+    partial: dict[tuple[str, str, int | None], list[str]] = {}
     for run in runs:
         prov = run.provenance
-        who = f"{run.category} / {run.stage} (run {run.run_id})"
         if prov.recorded and prov.train_is_partial:
-            rows = f"{prov.train_rows:,} rows" if prov.train_rows is not None else "row count not recorded"
-            warnings.append(
-                f"{who} was trained on the PARTIAL train split `{Path(prov.train_path).name}` ({rows}), not the "
-                "official one: it cannot be expected to reach the paper's numbers."
-            )
+            partial.setdefault((run.category, prov.train_path, prov.train_rows), []).append(run.stage)
         elif not prov.recorded:
+            who = f"{run.category} / {run.stage} (run {run.run_id})"
             warnings.append(f"{who}: the train file behind these numbers is {prov.note or 'not recorded'}.")
+    for (category, path, rows), stages in partial.items():
+        count = f"{rows:,} rows" if rows is not None else "row count not recorded"
+        warnings.insert(0, f"{category}: {', '.join(stages)} {'was' if len(stages) == 1 else 'were'} trained on the "
+                           f"PARTIAL train split `{Path(path).name}` ({count}), not the official one: none of them can "
+                           "be expected to reach the paper's numbers.")
     return warnings
 
 
 # --- header -------------------------------------------------------------------------------------------------
 
 
-def header_section(runs: Sequence[ScoredRun], stamp: Stamp) -> str:
+def header_section(runs: Sequence[ScoredRun], stamp: Stamp, context: Context) -> str:
     lines = [
         f"# minirec against the paper ({stamp.paper_name})",
         "",
-        f"Generated {stamp.generated_at} by `{stamp.command}` at git commit `{stamp.commit}`. Paper numbers: the "
-        f"{PAPER_METHOD} row of `{stamp.paper_path.name}`; places are among the paper's methods plus ours.",
+        f"Generated {stamp.generated_at} by `{without_machine_paths(stamp.command)}` at git commit "
+        f"`{stamp.commit}`. Paper numbers: the {PAPER_METHOD} row of `{stamp.paper_path.name}`; places are among "
+        "the paper's methods plus ours.",
         "",
-        "Compared runs: " + ", ".join(f"`{run.run_id}`" for run in runs) + ".",
+        "Compared runs: " + ", ".join(f"`{run.run_id}`" for run in runs) + f" ([open them side by side in the MLflow "
+        f"UI]({compare_link(context.ui_base, runs)})).",
     ]
     warnings = provenance_warnings(runs)
     if warnings:
@@ -112,17 +165,16 @@ def header_section(runs: Sequence[ScoredRun], stamp: Stamp) -> str:
     rows = []
     for run in runs:
         prov = run.provenance
-        rows.append(
-            [
-                run.category, run.stage, f"`{run.run_id}`", run.experiment, run.status, started(run),
-                run.num_beams or "n/a", run.metrics.get("n", "n/a"),
-                f"`{prov.train_path}`" if prov.recorded else "not recorded",
-                f"{prov.train_rows:,}" if prov.train_rows is not None else "n/a",
-                partial_cell(prov), f"`{prov.train_sha256[:12]}`" if prov.train_sha256 else "n/a",
-            ]
-        )
-    header = ["category", "stage", "run", "experiment", "status", "started", "beams", "rows scored", "train file",
-              "train rows", "partial", "train sha256"]
+        rows.append([
+            run.category, run.stage, context.link(run), run.experiment, run.status, started(run),
+            run.num_beams or "n/a", run.rows or run.metrics.get("n", "n/a"),
+            f"`{prov.train_path}`" if prov.recorded else "not recorded",
+            f"{prov.train_rows:,}" if prov.train_rows is not None else "n/a",
+            partial_cell(prov), f"`{prov.train_sha256[:12]}`" if prov.train_sha256 else "n/a",
+            run.params.get("upstream.profile") or run.tags.get("upstream.profile") or "none",
+        ])
+    header = ["category", "stage", "run", "experiment", "status", "started", "beams", "rows scored",
+              "train file (in the data directory)", "train rows", "partial", "train sha256", "upstream profile"]
     return "\n".join(lines) + "\n\n## Runs and data provenance\n\n" + table(header, rows)
 
 
@@ -203,10 +255,14 @@ def category_summary(category: str, runs: Sequence[ScoredRun], ranked: pd.DataFr
 
 
 def results_table(runs: Sequence[ScoredRun]) -> str:
-    """HR and NDCG at every K any stage logged, with 95% CIs; rows = metric, columns = stage."""
+    """HR, HR_coll and NDCG at every K any stage logged (CIs for HR and NDCG); rows = metric, columns = stage.
+
+    HR_coll@K counts a hit on a SID that m items share as 1/m: where it is far below HR@K, hits land on SIDs
+    that do not single out the item (docs/upstream.md 1.6)."""
     ks = sorted({k for run in runs for k in run.ks})
-    metrics = [f"{name}@{k}" for name in ("HR", "NDCG") for k in ks]
-    rows = [[metric, *[with_ci(run, metric) for run in runs]] for metric in metrics]
+    metrics = [f"{name}@{k}" for k in ks for name in ("HR", "HR_coll")] + [f"NDCG@{k}" for k in ks]
+    rows = [[metric, *[fmt(run.value(metric)) if metric.startswith("HR_coll") else with_ci(run, metric)
+                       for run in runs]] for metric in metrics]
     return table(["metric", *[f"{run.stage} (95% CI)" for run in runs]], rows)
 
 
@@ -247,12 +303,158 @@ def figure(name: str | None, caption: str) -> list[str]:
     return ["", f"![{caption}]({name})"] if name else []
 
 
+def what_was_run_box(category: str, runs: Sequence[ScoredRun], context: Context) -> str:
+    """Once per category: what produced the numbers and what that implies."""
+    from minirec.compare.lineage import what_was_run
+
+    found = [context.lineages[run.run_id] for run in runs if run.run_id in context.lineages]
+    lines = what_was_run(found)
+    scored = "; ".join(f"{run.stage}: {run.rows or str(run.metrics.get('n', '?')) + ' rows'}, "
+                       f"{run.num_beams or '?'} beams" for run in runs)
+    lines.append(f"Scored: {scored}.")
+    partial = [run.provenance for run in runs if run.provenance.train_is_partial]
+    if partial and partial[0].train_rows:
+        official = OFFICIAL_TRAIN_ROWS.get(category)
+        share = f", {100 * partial[0].train_rows / official:.1f}% of the official {official:,}" if official else ""
+        lines.append(f"Train split: the PARTIAL one ({partial[0].train_rows:,} rows{share}).")
+    tiny = any(f.sft_run is not None and f.sft_run.data.params.get("model") == "tiny" for f in found)
+    if tiny:
+        implication = ("the tiny preset checks that every stage runs end to end on CPU. A randomly initialised model "
+                       "of well under a million parameters is not MiniOneRec's Qwen2.5-1.5B: gaps to Table 1 below "
+                       "measure this preset (and the partial data), not the method.")
+    elif partial:
+        implication = ("the models were trained on the partial train split: they cannot be expected to reach the "
+                       "paper's numbers; compare with the baselines' loss on the same split (below).")
+    else:
+        implication = "these runs use the paper's setting as far as the harness records it."
+    lines.append(f"**What this implies:** {implication}")
+    return "\n".join(f"> {line}" + ("\n>" if n < len(lines) - 1 else "") for n, line in enumerate(lines))
+
+
+def difference_section(category: str, context: Context) -> str | None:
+    differences = context.differences.get(category)
+    if not differences:
+        return None
+    sentences = []
+    for metric, (mean, low, high, rows) in differences.items():
+        if low > 0:
+            verdict = "GRPO is better than SFT beyond sampling noise"
+        elif high < 0:
+            verdict = "GRPO is worse than SFT beyond sampling noise"
+        else:
+            verdict = "the interval contains zero: no difference can be told from sampling noise"
+        sentences.append(f"GRPO minus SFT, {metric}: {mean:+.4f} [{low:+.4f}, {high:+.4f}] over the same {rows:,} "
+                         f"rows (95% paired user bootstrap): {verdict}.")
+    return " ".join(sentences)
+
+
+def health_section(runs: Sequence[ScoredRun], context: Context) -> str | None:
+    entries = [context.health[run.run_id] for run in runs if context.health.get(run.run_id) is not None]
+    if not entries:
+        return None
+    parts = []
+    for health in entries:
+        parts += [f"**{health.stage}**: " + "; ".join(f"{name} {value}" for name, value in health.facts.items()) + "."]
+    warnings = [warning for health in entries for warning in health.warnings]
+    parts += [f"> **Warning:** {warning}" for warning in warnings]
+    return "\n\n".join(parts)
+
+
+PAPER_METHOD_TAG = "paper_method"
+
+
+def trained_baselines(category: str, runs: Sequence[ScoredRun], paper: pd.DataFrame) -> list[tuple[ScoredRun, str]]:
+    """Our runs of Table 1's other methods: ``(run, paper method)``, by the run's ``paper_method`` tag or stage."""
+    methods = {name.lower(): name for name in paper.loc[paper["category"] == category, "method"].unique()
+               if name != PAPER_METHOD}
+    found = []
+    for run in runs:
+        name = run.tags.get(PAPER_METHOD_TAG) or methods.get(run.stage.split("@")[0].lower())
+        if name in methods.values():
+            found.append((run, name))
+    return found
+
+
+def ratio_text(run: ScoredRun, reference: float, metric: str) -> str:
+    low, high = run.ci(metric)
+    interval = f" [{100 * low / reference:.0f}%, {100 * high / reference:.0f}%]" if not math.isnan(low) else ""
+    return f"{100 * run.value(metric) / reference:.0f}%{interval}"
+
+
+def baselines_section(category: str, runs: Sequence[ScoredRun], paper: pd.DataFrame) -> str | None:
+    found = trained_baselines(category, runs, paper)
+    if not found:
+        return None
+    rows = []
+    for run, method in found:
+        cells = [method, run.stage]
+        for metric in (HEADLINE_METRIC, "NDCG@10"):
+            reference = paper_value_of(paper, category, metric, method)
+            cells += [with_ci(run, metric), fmt(reference), ratio_text(run, reference, metric)]
+        rows.append(cells)
+    header = ["Table 1 method", "our stage", "ours HR@10 (95% CI)", "paper HR@10", "ours / paper",
+              "ours NDCG@10 (95% CI)", "paper NDCG@10", "ours / paper"]
+    return table(header, rows)
+
+
+def paper_value_of(paper: pd.DataFrame, category: str, metric: str, method: str) -> float:
+    from minirec.compare import paper_value
+
+    return paper_value(paper, category, metric, method)
+
+
+def gap_attribution(category: str, runs: Sequence[ScoredRun], paper: pd.DataFrame, context: Context) -> str | None:
+    """How much of the gap the data explains: the baselines' ours/paper ratios on our train split against
+    MiniOneRec's (its best model stage)."""
+    found = trained_baselines(category, runs, paper)
+    models = [run for run in runs if run.stage.split("@")[0] in ("sft", "grpo") and not math.isnan(run.value(HEADLINE_METRIC))]
+    if not found or not models:
+        return None
+    ratios = sorted((run.value(HEADLINE_METRIC) / paper_value_of(paper, category, HEADLINE_METRIC, method), method)
+                    for run, method in found)
+    best = max(models, key=lambda run: run.value(HEADLINE_METRIC))
+    ours = best.value(HEADLINE_METRIC) / paper_value_of(paper, category, HEADLINE_METRIC, PAPER_METHOD)
+    low, high = (bound / paper_value_of(paper, category, HEADLINE_METRIC, PAPER_METHOD) for bound in best.ci(HEADLINE_METRIC))
+    spread = (f"{100 * ratios[0][0]:.0f}% ({ratios[0][1]}) to {100 * ratios[-1][0]:.0f}% ({ratios[-1][1]})"
+              if len(ratios) > 1 else f"{100 * ratios[0][0]:.0f}% ({ratios[0][1]})")
+    text = (f"On this data the Table 1 baselines we trained keep {spread} of their paper {HEADLINE_METRIC}: that is "
+            f"what the data (and our training of them) costs a method. MiniOneRec's best stage here, {best.stage}, "
+            f"keeps {100 * ours:.0f}% [{100 * low:.0f}%, {100 * high:.0f}%] of the paper's {PAPER_METHOD} "
+            f"{HEADLINE_METRIC}. ")
+    if low > ratios[-1][0]:
+        text += "That is more than any baseline keeps: the data explains all of the gap and more."
+    elif high < ratios[0][0]:
+        text += "That is less than any baseline keeps: the data explains part of the gap, not all of it."
+    else:
+        text += "That lies within the baselines' range: the data alone can explain the gap."
+    tiny = any(f.sft_run is not None and f.sft_run.data.params.get("model") == "tiny"
+               for f in (context.lineages.get(best.run_id),) if f is not None)
+    if tiny:
+        text += (" But this MiniOneRec stage is the tiny preset's stand-in model, not Qwen2.5-1.5B, so its share "
+                 "measures the preset, not the method.")
+    return text
+
+
 def category_section(category: str, runs: Sequence[ScoredRun], ranked: pd.DataFrame, paper: pd.DataFrame,
-                     plot: str | None) -> str:
-    parts = [f"## {category}", "", "### How far from Table 1", "", category_summary(category, runs, ranked, paper)]
-    parts += ["", "### Results per stage (HR and NDCG, 95% bootstrap CI)", "", results_table(runs)]
+                     plot: str | None, context: Context) -> str:
+    parts = [f"## {category}", "", "### What was run", "", what_was_run_box(category, runs, context),
+             "", "### How far from Table 1", "", category_summary(category, runs, ranked, paper)]
+    difference = difference_section(category, context)
+    if difference:
+        parts += ["", "### GRPO minus SFT", "", difference]
+    health = health_section(runs, context)
+    if health:
+        parts += ["", "### Training health", "", health]
+    parts += ["", "### Results per stage (HR, HR_coll and NDCG, 95% bootstrap CI)", "",
+              f"Every stage on the same rows: {runs[0].rows or 'as logged'}.", "", results_table(runs)]
     if category in set(ranked["category"]):
         parts += ["", "### Against Table 1", "", paper_table(category, ranked)]
+    baselines = baselines_section(category, runs, paper)
+    if baselines:
+        parts += ["", "### Table 1 methods trained here", "", baselines]
+    gap = gap_attribution(category, runs, paper, context)
+    if gap:
+        parts += ["", "### Where the gap comes from", "", gap]
     parts += ["", "### Per-level analysis (harness extension, not a paper metric)", "",
               "Independent: some top-K prediction has the target's token at that level. Cumulative: one top-K "
               "prediction matches levels 1..l. Kept: cumulative share at level l over level l-1 (retention)."]
@@ -289,13 +491,14 @@ def cross_dataset_section(ranked: pd.DataFrame, plot: str | None) -> str:
 
 
 def render_report(runs: Sequence[ScoredRun], ranked: pd.DataFrame, paper: pd.DataFrame, stamp: Stamp,
-                  plots: dict[str, str]) -> str:
+                  plots: dict[str, str], context: Context | None = None) -> str:
     """The whole ``report.md``; ``plots`` maps a category (``all``: the cross-dataset figure) to a figure file
     beside the report."""
-    sections = [header_section(runs, stamp)]
+    context = context or Context()
+    sections = [header_section(runs, stamp, context)]
     for category in sorted({run.category for run in runs}):
         category_runs = [run for run in runs if run.category == category]
-        sections.append(category_section(category, category_runs, ranked, paper, plots.get(category)))
+        sections.append(category_section(category, category_runs, ranked, paper, plots.get(category), context))
     if not ranked.empty:
         sections.append(cross_dataset_section(ranked, plots.get("all")))
     return "\n\n".join(sections) + "\n"

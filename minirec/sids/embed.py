@@ -118,8 +118,9 @@ def embed_texts(
 ) -> tuple[np.ndarray, dict]:
     """Masked-mean-pooled ``last_hidden_state`` of each text; fp16 on GPU, fp32 on CPU."""
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
+
+    from minirec.logs import progress
 
     device = pick_device(device)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
@@ -133,7 +134,7 @@ def embed_texts(
     lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
     order = np.argsort(lengths, kind="stable")[::-1]
     vectors = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode(), tqdm(total=len(texts), desc="embedding items", unit="item") as bar:
+    with torch.inference_mode(), progress(len(texts), "embedding items", "item", "sids") as bar:
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             batch = tokenizer(

@@ -140,7 +140,7 @@ def collision_rate(codes: np.ndarray) -> float:
 
 def train(model: RQVAE, x: torch.Tensor, epochs: int, lr: float = 1e-3, eval_step: int = 50) -> tuple[dict, list[dict]]:
     """Full-batch training; return the state of the lowest collision rate and the evaluation history."""
-    from tqdm.auto import tqdm
+    from minirec.logs import progress
 
     if epochs < 1:
         raise ValueError(f"rqvae needs at least one epoch, got {epochs}")
@@ -149,8 +149,9 @@ def train(model: RQVAE, x: torch.Tensor, epochs: int, lr: float = 1e-3, eval_ste
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, step / WARMUP_STEPS))
     eval_step = min(eval_step, epochs)
     best_rate, best_state, history = np.inf, None, []
-    with tqdm(range(epochs), desc="rqvae epochs", unit="epoch") as bar:
-        for epoch in bar:
+    with progress(epochs, "rqvae epochs", "epoch", "sids") as bar:
+        for epoch in range(epochs):
+            bar.update(1)
             model.train()
             optimiser.zero_grad()
             loss, _ = model(x)
@@ -165,7 +166,6 @@ def train(model: RQVAE, x: torch.Tensor, epochs: int, lr: float = 1e-3, eval_ste
             model.eval()
             rate = collision_rate(model.codes(x).cpu().numpy())
             history.append({"epoch": epoch + 1, "loss": loss.item(), "collision_rate": rate})
-            bar.set_postfix(loss=f"{loss.item():.4f}", collision_rate=f"{rate:.4f}")
             if rate < best_rate:
                 best_rate, best_state = rate, copy.deepcopy(model.state_dict())
     return best_state, history
