@@ -380,16 +380,23 @@ def test_each_config_names_its_command_and_loads_both_presets(method, industrial
     assert first == (f"# mlflow run . -e baselines -P method={method} -P category=Industrial_and_Scientific "
                      "--env-manager local")
     assert isinstance(yaml.safe_load(path.read_text())["paper"], dict)
-    cpu, paper = load_settings(method), load_settings(method, preset="paper")
-    assert cpu.method == paper.method == method and cpu.preset.endswith(":cpu")
+    cpu, paper, tiny = (load_settings(method, preset=preset) for preset in ("cpu", "paper", "tiny"))
+    assert cpu.method == paper.method == tiny.method == method and cpu.preset.endswith(":cpu")
+    assert tiny.epochs <= 5 and tiny.model == cpu.model  # the smoke test trains the CPU model briefly
     model = build(method, N_INDUSTRIAL, cpu, industrial_catalogue)
     assert hasattr(model, "scores")
 
 
-def test_settings_overrides_and_errors():
+def test_settings_overrides_and_errors(tmp_path):
+    (tmp_path / "sasrec.yaml").write_text("epochs: 3\n")
     settings = load_settings("hstu", overrides={"epochs": "3", "model.hidden": 32})
     assert settings.epochs == 3 and settings.model["hidden"] == 32 and settings.model["num_blocks"] == 2
     assert load_settings("hstu", preset="paper").model["num_blocks"] == 4
+    # Command-line strings become numbers, model arguments included.
+    typed = load_settings("sasrec", overrides={"model.hidden": "64", "model.dropout": "0.1", "lr": "1e-3"})
+    assert typed.model["hidden"] == 64 and typed.model["dropout"] == 0.1 and typed.lr == 1e-3
+    with pytest.raises(SettingsError, match="no tiny: section"):
+        load_settings("sasrec", preset="tiny", config_dir=tmp_path)
     with pytest.raises(SettingsError, match="unknown baseline setting"):
         load_settings("sasrec", overrides={"epoch": 3})
     with pytest.raises(SettingsError, match="expects a int"):

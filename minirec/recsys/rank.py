@@ -88,16 +88,16 @@ def rank_split(model: nn.Module, frame: pd.DataFrame, catalogue: Catalogue, k: i
                                          len(catalogue.item_sid), max_len)
     predict: list[list[str]] = []
     scores: list[list[float]] = []
+    device = next(model.parameters()).device
     if isinstance(model, Tiger):
         step = batch_size or TIGER_BATCH
         for start in range(0, len(sequences), step):
-            batch = sequences.subset(slice(start, start + step))
+            batch = sequences.subset(slice(start, start + step)).to(device)
             sids, beam_scores = model.beam_search(batch.history, batch.lengths, k)
             predict.extend(sids)
             scores.extend(beam_scores)
         return _frame(frame, predict, scores)
     table = SidTable.of(catalogue)
-    device = next(model.parameters()).device
     step = batch_size or BATCH
     for start in range(0, len(sequences), step):
         batch = sequences.subset(slice(start, start + step))

@@ -49,6 +49,9 @@ class Sequences:
     def subset(self, index: torch.Tensor | slice) -> "Sequences":
         return Sequences(self.history[index], self.lengths[index], self.targets[index], self.num_items)
 
+    def to(self, device: torch.device | str) -> "Sequences":
+        return Sequences(self.history.to(device), self.lengths.to(device), self.targets.to(device), self.num_items)
+
     @classmethod
     def from_histories(cls, histories, targets, num_items: int, max_len: int = MAX_LEN) -> "Sequences":
         """From lists of item ids (ints or int-like strings) and one target per history (``None``: -1)."""

@@ -1,8 +1,10 @@
 """Settings of the learned baselines: ``configs/baselines/<method>.yaml`` read into :class:`RecSettings`.
 
 Each YAML's top level is the CPU preset (what ``preset="cpu"`` loads); its ``paper:`` mapping holds the
-published settings, laid over the top level by ``preset="paper"`` (``model:`` merged key by key). Overrides
-(``load_settings(..., overrides={"epochs": 3})`` or ``{"model.hidden": 64}``) come last.
+published settings and its ``tiny:`` mapping a smoke-test cut (a minute or two on CPU), each laid over the top
+level by ``preset="paper"`` / ``preset="tiny"`` (``model:`` merged key by key). Overrides
+(``load_settings(..., overrides={"epochs": 3})`` or ``{"model.hidden": 64}``; strings from a command line are
+read as numbers where they are numbers) come last.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import yaml
 
 METHODS = ("sasrec", "gru4rec", "caser", "hstu", "tiger")
 ID_METHODS = ("sasrec", "gru4rec", "caser", "hstu")  # item-id models: full-catalogue logits
-PRESETS = ("cpu", "paper")
+PRESETS = ("cpu", "tiny", "paper")
 LOSSES = ("bce", "ce", "seq2seq")
 OPTIMIZERS = ("adam", "adamw")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "baselines"
@@ -105,15 +107,30 @@ def _typed(name: str, value: Any) -> Any:
         raise SettingsError(f"{name} expects a {kind.__name__}, not {value!r}") from None
 
 
+def scalar(text: Any) -> Any:
+    """A command-line value as a number where it reads as one (``"64"`` -> 64, ``"1e-3"`` -> 0.001), else as YAML."""
+    if not isinstance(text, str):
+        return text
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 def _layer(values: dict[str, Any], layer: Mapping[str, Any], where: str) -> None:
     for name, value in layer.items():
-        if name == "paper":
+        if name in PRESETS:
             continue
         if "." in name:  # model.hidden: 64
             head, key = name.split(".", 1)
             if head != "model":
                 raise SettingsError(f"{where}: only model.<argument> may be dotted, got {name!r}")
-            values.setdefault("model", {})[key] = value
+            values.setdefault("model", {})[key] = scalar(value)
             continue
         typed = _typed(name, value)
         values[name] = {**values.get("model", {}), **typed} if name == "model" else typed
@@ -125,7 +142,7 @@ def config_path(method: str, config_dir: str | Path | None = None) -> Path:
 
 def load_settings(method: str, preset: str = "cpu", overrides: Mapping[str, Any] | None = None,
                   config_dir: str | Path | None = None) -> RecSettings:
-    """``configs/baselines/<method>.yaml`` as :class:`RecSettings` (``preset`` ``cpu`` or ``paper``)."""
+    """``configs/baselines/<method>.yaml`` as :class:`RecSettings` (``preset`` ``cpu``, ``tiny`` or ``paper``)."""
     if method not in METHODS:
         raise SettingsError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     if preset not in PRESETS:
@@ -136,11 +153,11 @@ def load_settings(method: str, preset: str = "cpu", overrides: Mapping[str, Any]
         raise SettingsError(f"{path}: expected a mapping of settings")
     values: dict[str, Any] = {}
     _layer(values, loaded, str(path))
-    if preset == "paper":
-        paper = loaded.get("paper")
-        if not isinstance(paper, Mapping):
-            raise SettingsError(f"{path}: no paper: section")
-        _layer(values, paper, f"{path} (paper)")
+    if preset != "cpu":
+        section = loaded.get(preset)
+        if not isinstance(section, Mapping):
+            raise SettingsError(f"{path}: no {preset}: section")
+        _layer(values, section, f"{path} ({preset})")
     if overrides:
         _layer(values, {k: v for k, v in overrides.items() if v is not None}, "overrides")
     return RecSettings(method=method, preset=f"{path.name}:{preset}", **values)

@@ -144,6 +144,7 @@ def rank_metrics(ranks: torch.Tensor) -> dict[str, float]:
 def evaluate(model: nn.Module, sequences: Sequences, settings: RecSettings, catalogue: Catalogue | None = None):
     """Valid metrics of ``model`` (see the module docstring); leaves the model in eval mode."""
     model.eval()
+    sequences = sequences.to(next(model.parameters()).device)
     ranks = []
     step = TIGER_BATCH if settings.method == "tiger" else settings.eval_batch_size
     for start in range(0, len(sequences), step):
@@ -154,7 +155,7 @@ def evaluate(model: nn.Module, sequences: Sequences, settings: RecSettings, cata
             ranks.append(torch.tensor([row.index(t) if t in row else settings.eval_beams + 20
                                        for row, t in zip(sids, target_sids)]))
         else:
-            ranks.append(ranks_of(model.scores(batch.history, batch.lengths), batch.targets))
+            ranks.append(ranks_of(model.scores(batch.history, batch.lengths), batch.targets).cpu())
     return rank_metrics(torch.cat(ranks))
 
 
@@ -171,7 +172,9 @@ def batch_loss(model: nn.Module, batch: Sequences, settings: RecSettings, genera
     logits = model.scores(batch.history, batch.lengths)
     if settings.loss == "ce":
         return F.cross_entropy(logits, batch.targets)
-    return bce_one_negative(logits, batch.targets, sample_negatives(batch.targets, batch.num_items, generator))
+    # Negatives come from the run's (CPU) generator wherever the model lives, so a run draws the same ones.
+    negatives = sample_negatives(batch.targets.cpu(), batch.num_items, generator).to(batch.targets.device)
+    return bce_one_negative(logits, batch.targets, negatives)
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -254,13 +257,16 @@ def train_recommender(
     train: pd.DataFrame | None = None,
     valid: pd.DataFrame | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> TrainResult:
     """Train ``method`` on the train split, select on valid, checkpoint to ``out_dir`` (see module docstring).
 
     ``on_epoch(epoch, metrics)`` is called after every epoch with ``loss``, ``seconds`` (training time) and,
     after an evaluation, ``valid_HR@10``, ``valid_NDCG@20``, ... and ``best_valid_NDCG@20``; an exception it
     raises ends the run (the checkpoint of that epoch is already written). ``train`` / ``valid``: frames to
-    use instead of reading ``files``.
+    use instead of reading ``files``. ``device``: where the model and the batches live (data order and BCE
+    negatives still come from the run's CPU generator; an exact resume is checked on CPU only, since CUDA's
+    dropout RNG is not in the checkpoint).
     """
     if settings.method != method:
         raise SettingsError(f"settings are for {settings.method}, not {method}")
@@ -271,8 +277,9 @@ def train_recommender(
     train_seq = Sequences.from_frame(train, num_items, settings.max_len)
     valid_seq = Sequences.from_frame(valid, num_items, settings.max_len)
 
+    train_seq = train_seq.to(device)
     generator = seed_everything(settings.seed)
-    model = build(method, num_items, settings, catalogue)
+    model = build(method, num_items, settings, catalogue).to(device)
     optimizer = make_optimizer(model, settings)
     history: list[dict] = []
     best_state, best_metrics, best_epoch, best_value, bad_evals, start = None, {}, 0, -math.inf, 0, 1
@@ -306,7 +313,7 @@ def train_recommender(
                 break
             began = time.perf_counter()
             model.train()
-            order = torch.randperm(len(train_seq), generator=generator)
+            order = torch.randperm(len(train_seq), generator=generator).to(device)
             total, count = 0.0, 0
             for index in order.split(settings.batch_size):
                 batch = train_seq.subset(index)
