@@ -4,7 +4,9 @@
     mlflow run . -e main -P category=all -P preset=paper -P num_gpus=8 -P data_dir=/data/amazon18 --env-manager local
     python -m minirec.pipeline --category Industrial_and_Scientific --force sft
 
-Per category: data validation -> (optional ``sids``) -> baselines -> sft -> evaluate(sft) -> grpo ->
+Per category: data validation -> (optional ``sids``) -> baselines (setting ``baselines``: by default the
+floors popularity and transition, then SASRec, GRU4Rec and Caser with their CPU presets; HSTU and TIGER are
+opt-in, ``--baselines ...,hstu,tiger:tiny``, and on in the paper preset) -> sft -> evaluate(sft) -> grpo ->
 evaluate(grpo), each stage a child of a ``pipeline`` run in the category's experiment and each taking its
 inputs from the previous stage's run by id (a sids run id is the later stages' ``data_dir``); then one
 comparison of every category against Table 1 (``minirec-comparison``). Nothing is handed over through shared
@@ -68,8 +70,7 @@ class CategoryPipeline:
             sids = self.run(Step("sids", "sids", (*self.common(), "--method", settings.sids,
                                                   "--embedding_model", settings.sids_embedding_model)))
             self.data_dir = sids.run_id  # later stages read the new SIDs from the sids run
-        scored = [self.run(Step(method, "baselines", (*self.common(), "--method", method))).run_id
-                  for method in ("popularity", "transition")]
+        scored = [self.run(step).run_id for step in self.baseline_steps()]
         sft = self.run(Step("sft", "sft", ("--preset", settings.sft_preset, *self.common(), *self.gpus()),
                             resumable=True))
         scored.append(self.evaluate("evaluate_sft", sft.run_id, "sft"))
@@ -77,6 +78,16 @@ class CategoryPipeline:
                                               *self.gpus()), resumable=True))
         scored.append(self.evaluate("evaluate_grpo", grpo.run_id, "grpo"))
         return scored
+
+    def baseline_steps(self) -> list[Step]:
+        """One step per baseline of ``settings.baselines``; a learned one resumes like SFT when interrupted."""
+        from minirec.baselines.settings import FLOORS
+
+        steps = []
+        for method, preset in self.settings.baseline_runs():
+            args = (*self.common(), "--method", method, *(("--preset", preset) if preset else ()))
+            steps.append(Step(method, "baselines", args, resumable=method not in FLOORS))
+        return steps
 
     def evaluate(self, name: str, model_run_id: str, label: str) -> str:
         settings = self.settings
