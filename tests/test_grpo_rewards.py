@@ -131,7 +131,7 @@ def test_prompt_set_mixture_and_seeded_subsets(industrial_files):
     assert len(full.train) == sum(full.task_rows.values())
     assert len(full.eval) == 4532
     first = full.train[0]
-    assert set(first) == {"prompt", "target", "task"}
+    assert set(first) == {"prompt", "target", "task", "history_item_ids"}
     assert not first["prompt"].startswith("Below is an instruction")  # RL prompts have no preamble (8.2)
     small = build_prompt_set(industrial_files, max_train_prompts=50, max_eval_prompts=10)
     assert list(small.train["prompt"]) == list(full.train["prompt"])[:50]

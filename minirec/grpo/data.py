@@ -2,8 +2,10 @@
 
     python -m minirec.grpo --preset tiny --category Industrial_and_Scientific
 
-Every row is ``{"prompt", "target", "task"}``; ``target`` is the row's own answer (``SID\\n``), which trl hands
-to the reward functions, so no global history->target dict is needed (docs/upstream.md 8.1 C).
+Every row is ``{"prompt", "target", "task", "history_item_ids"}``; ``target`` is the row's own answer (``SID\\n``),
+which trl hands to the reward functions, so no global history->target dict is needed (docs/upstream.md 8.1 C);
+``history_item_ids`` are the row's history item ids (empty for title/description -> SID), which the CF reward
+scores from (8.1 H fixed: title-history prompts need no title -> id lookup).
 
 Upstream's mixture, in upstream's order before the seeded shuffle (rl.py):
 
@@ -50,8 +52,10 @@ class PromptSet:
     task_rows: dict[str, int] = field(default_factory=dict)
 
 
-def _row(prompt: prompts.Prompt, task: str) -> dict:
-    return {"prompt": prompt.text, "target": prompt.target, "task": task}
+def _row(prompt: prompts.Prompt, task: str, history=()) -> dict:
+    # history_item_ids: the row's history item ids, what the CF reward scores from (empty: no history)
+    return {"prompt": prompt.text, "target": prompt.target, "task": task,
+            "history_item_ids": [int(item) for item in history]}
 
 
 def _history(frame: pd.DataFrame, column: str, path: Path) -> list[list[str]]:
@@ -71,8 +75,8 @@ def sid_history_rows(frame: pd.DataFrame, path: Path) -> list[dict]:
     """``SidDataset``: one prompt per row, history SIDs -> next SID."""
     histories = _history(frame, "history_item_sid", path)
     return [
-        _row(prompts.rl_sid_history(history, target), "sid_history")
-        for history, target in zip(histories, frame["item_sid"])
+        _row(prompts.rl_sid_history(history, target), "sid_history", ids)
+        for history, target, ids in zip(histories, frame["item_sid"], frame["history_item_id_list"])
     ]
 
 
@@ -81,8 +85,8 @@ def title_history_rows(frame: pd.DataFrame, path: Path, sample: int = TITLE_HIST
     drawn = frame.sample(min(sample, len(frame)), random_state=0)
     histories = _history(drawn, "history_item_title", path)
     return [
-        _row(prompts.rl_title_history_to_sid(history, target), "title_history_to_sid")
-        for history, target in zip(histories, drawn["item_sid"])
+        _row(prompts.rl_title_history_to_sid(history, target), "title_history_to_sid", ids)
+        for history, target, ids in zip(histories, drawn["item_sid"], drawn["history_item_id_list"])
     ]
 
 

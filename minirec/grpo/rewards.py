@@ -12,6 +12,15 @@ by history text, so two rows with the same history keep their own targets (upstr
   group without a hit gets 0 everywhere. The G penalties sum to -1.
 - ``ranking`` = rule + ndcg_rule (two reward functions, weights 1, summed by trl as upstream sums them);
   ``ranking_only`` = ndcg_rule alone.
+- ``cf_reward`` (:class:`minirec.recsys.CfReward`, upstream's ``reward_type=sasrec``, docs/upstream.md 5.5): a
+  trained item-id model's raw logit (``cf_score=probability``: its softmax probability) of the completion's
+  item given the prompt row's history item ids (column ``history_item_ids``), 0 for a completion that is not
+  a catalogue SID or a row without history (title/description -> SID). The model is a learned baselines run
+  (``cf_model=<run id>``, normally ``-e baselines -P method=sasrec``). ``ranking_cf`` = rule + ndcg_rule +
+  ``cf_weight`` x cf_reward (the README's "augment" reading: the CF term added to the ranking reward);
+  ``cf_only`` = ``cf_weight`` x cf_reward alone, which is what upstream's ``reward_type=sasrec`` does (it
+  replaces the rule reward). The weight goes to trl's ``reward_weights``, so ``rewards/cf_reward/mean`` is the
+  unweighted term.
 """
 
 from __future__ import annotations
@@ -19,7 +28,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-REWARD_TYPES = ("rule", "ranking", "ranking_only")
+REWARD_TYPES = ("rule", "ranking", "ranking_only", "ranking_cf", "cf_only")
+CF_REWARD_TYPES = ("ranking_cf", "cf_only")  # need a trained item-id model (cf_model)
 
 # Upstream strips these characters before comparing (rl.py); the ndcg rule leaves spaces in (docs/upstream.md 5.5).
 _RULE_STRIP = "\n\" "
@@ -74,17 +84,44 @@ class NdcgRuleReward:
         return rewards
 
 
-def reward_functions(reward_type: str, num_generations: int) -> list[Callable[..., list[float]]]:
-    """The trl ``reward_funcs`` list for a reward type (summed with weight 1 each, as upstream)."""
+def reward_functions(reward_type: str, num_generations: int,
+                     cf_reward: Callable[..., list[float]] | None = None) -> list[Callable[..., list[float]]]:
+    """The trl ``reward_funcs`` list for a reward type (summed with weight 1 each, as upstream, unless
+    :func:`reward_weights` says otherwise); the CF types need ``cf_reward`` (a :class:`minirec.recsys.CfReward`)."""
+    if reward_type in CF_REWARD_TYPES and cf_reward is None:
+        raise ValueError(f"reward {reward_type!r} needs the CF model's reward (cf_model)")
     if reward_type == "rule":
         return [rule_reward]
     if reward_type == "ranking":
         return [rule_reward, NdcgRuleReward(num_generations)]
     if reward_type == "ranking_only":
         return [NdcgRuleReward(num_generations)]
+    if reward_type == "ranking_cf":
+        return [rule_reward, NdcgRuleReward(num_generations), cf_reward]
+    if reward_type == "cf_only":
+        return [cf_reward]
     raise ValueError(f"unknown reward {reward_type!r}; expected one of {', '.join(REWARD_TYPES)}")
+
+
+def reward_weights(reward_type: str, cf_weight: float = 1.0) -> list[float] | None:
+    """trl's ``reward_weights`` for a reward type: ``None`` (all 1) except where the CF term is weighted."""
+    if reward_type == "ranking_cf":
+        return [1.0, 1.0, float(cf_weight)]
+    if reward_type == "cf_only":
+        return [float(cf_weight)]
+    return None
 
 
 def _check_lengths(completions: Sequence[str], target: Sequence[str]) -> None:
     if len(completions) != len(target):
         raise ValueError(f"{len(completions)} completions but {len(target)} targets")
+
+
+def cf_reward_of(settings, catalogue):
+    """The run's CF reward (``reward`` ranking_cf / cf_only): the item-id model of the baselines run
+    ``settings.cf_model``, checked against its recorded digest and this catalogue; ``None`` for other rewards."""
+    if settings.reward not in CF_REWARD_TYPES:
+        return None
+    from minirec.baselines.artifacts import cf_reward_from_run
+
+    return cf_reward_from_run(settings.cf_model, catalogue, score=settings.cf_score)

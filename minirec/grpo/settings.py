@@ -17,7 +17,7 @@ from minirec.batching import accumulation_steps
 from minirec.decoding import DecodeSettings
 from minirec.errors import SettingsError
 from minirec.grpo.data import TASKS, TITLE_HISTORY_SAMPLE
-from minirec.grpo.rewards import REWARD_TYPES
+from minirec.grpo.rewards import CF_REWARD_TYPES, REWARD_TYPES
 from minirec.settings import LaunchedSettings, setting
 
 
@@ -52,8 +52,16 @@ class GRPOSettings(LaunchedSettings):
                                  minimum=1e-6)
     max_completion_length: int = setting(128, "maximum new tokens per completion", upstream="rl.sh: 128",
                                          minimum=1)
-    reward: str = setting("ranking", "rule, ranking (rule + rank penalty) or ranking_only", choices=REWARD_TYPES,
-                          upstream="rl.sh: ranking")
+    reward: str = setting("ranking", "rule, ranking (rule + rank penalty), ranking_only, ranking_cf (ranking + "
+                          "cf_weight x the CF model's score) or cf_only (the CF score alone: upstream's "
+                          "reward_type=sasrec)", choices=REWARD_TYPES, upstream="rl.sh: ranking")
+    cf_model: str = setting("", "reward ranking_cf / cf_only: the learned baselines run (run id or runs:/ URI, or a "
+                            "best.pt file) whose item-id model scores each roll-out (e.g. -e baselines -P "
+                            "method=sasrec)", upstream="rl.py: --cf_path, a SASRec state dict")
+    cf_weight: float = setting(1.0, "weight of the CF term in the summed reward", minimum=0.0)
+    cf_score: str = setting("logit", "what the CF term is: the model's raw logit of the completion's item "
+                            "(upstream) or its softmax probability over the catalogue", choices=("logit", "probability"),
+                            upstream="rl.py cf_reward: the raw logit")
     # --- optimisation (docs/upstream.md 5.2, 5.6) ---
     prompts_per_step: int = setting(64, "prompts per optimiser step over all processes (each with G completions)",
                                     upstream="rl.sh: 8 GPUs x 64 completions x accumulation 2 / 16", minimum=1)
@@ -121,6 +129,12 @@ class GRPOSettings(LaunchedSettings):
             raise SettingsError(f"tasks is empty: expected some of {', '.join(TASKS)}")
         if self.sync_ref_model and self.beta == 0:
             raise SettingsError("sync_ref_model needs beta > 0: with beta 0 there is no reference model to sync")
+        if self.reward in CF_REWARD_TYPES and not self.cf_model:
+            raise SettingsError(f"reward = {self.reward!r} needs cf_model: the run id of a learned baselines run "
+                                "(mlflow run . -e baselines -P method=sasrec ...)")
+        if self.cf_model and self.reward not in CF_REWARD_TYPES:
+            raise SettingsError(f"cf_model is set but reward = {self.reward!r} does not use it: expected one of "
+                                f"{', '.join(CF_REWARD_TYPES)}")
 
     def eval_decode(self) -> DecodeSettings:
         """The validation ranking's decoding (the evaluate stage's, on a seeded valid subset)."""

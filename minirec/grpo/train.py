@@ -32,6 +32,7 @@ FINAL_CHECKPOINT = "final_checkpoint"
 
 def grpo_arguments(settings: GRPOSettings, device: str):
     """trl's ``GRPOConfig``: upstream's objective plus the run's batch, schedule and checkpoint settings."""
+    from minirec.grpo.rewards import reward_weights
     from minirec.grpo.trainer import upstream_grpo_arguments
 
     bf16 = settings.precision == "bf16" or (settings.precision == "auto" and device == "cuda")
@@ -63,6 +64,7 @@ def grpo_arguments(settings: GRPOSettings, device: str):
         save_total_limit=settings.save_total_limit,
         eval_strategy="no",  # ranking metrics come from ValidRanking instead of trl's eval loss
         report_to="none",
+        reward_weights=reward_weights(settings.reward, settings.cf_weight),  # None (all 1) but for the CF rewards
         deepspeed=deepspeed_config(settings, device),
         dataloader_num_workers=0,
     )
@@ -84,14 +86,14 @@ def build_trainer(settings: GRPOSettings, model, tokenizer, files, catalogue, pr
     from minirec.constraint import SidConstraint
     from minirec.devices import is_main_process
     from minirec.grpo.callbacks import StepMetrics, ValidRanking
-    from minirec.grpo.rewards import reward_functions
+    from minirec.grpo.rewards import cf_reward_of, reward_functions
     from minirec.grpo.trainer import ConstrainedGRPOTrainer
     from minirec.resume import CheckpointArtifacts
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = ConstrainedGRPOTrainer(
         model=model,
-        reward_funcs=reward_functions(settings.reward, settings.num_generations),
+        reward_funcs=reward_functions(settings.reward, settings.num_generations, cf_reward_of(settings, catalogue)),
         args=grpo_arguments(settings, device),
         train_dataset=prompts.train,
         processing_class=tokenizer,
