@@ -188,9 +188,10 @@ def test_main_runs_the_cheap_learned_baselines_after_the_floors():
 def test_a_tiny_grpo_run_with_the_cf_reward_of_a_baselines_run(sasrec_run, store, tiny_industrial, tmp_path):
     from minirec.grpo.recipe import GRPORecipe
 
-    common = ["--category", INDUSTRIAL, "--output_dir", tmp_path / "grpo", "--eval_steps", "0", "--eval_limit", "4",
+    common = ["--category", INDUSTRIAL, "--output_dir", tmp_path / "grpo", "--eval_steps", "0",
               "--eval_beams", "10", "--eval_batch_size", "4", "--save_steps", "1", "--log_checkpoints", "false",
-              "--log_model", "false", "--max_train_prompts", "4"]
+              "--log_model", "false", "--max_train_prompts", "4", "--prompts_per_step", "2",
+              "--per_device_batch_size", "32", "--eval_limit", "4"]
     run_id = run_stage(GRPORecipe, "--preset", "tiny", "--model", tiny_industrial, "--reward", "ranking_cf",
                        "--cf_model", sasrec_run, "--cf_weight", "0.5", *common)
     run = mlflow.MlflowClient().get_run(run_id)
@@ -223,3 +224,26 @@ def test_reward_weights_put_the_cf_weight_on_the_cf_term():
     assert reward_weights("ranking", 0.5) is None
     with pytest.raises(ValueError, match="cf_model"):
         reward_functions("cf_only", 4)
+
+
+@pytest.mark.slow
+def test_cpu_presets_beat_popularity_and_the_tiny_presets_run_end_to_end(store, tmp_path):
+    """The issue's bar, as `mlflow run . -e baselines -P method=<m>` runs it: about 10-15 minutes on 2 cores."""
+    client = mlflow.MlflowClient()
+
+    def run(method, *extra):
+        run_id = run_stage(BaselineRecipe, "--method", method, "--category", INDUSTRIAL, *extra,
+                           "--output_dir", tmp_path / method)
+        found = client.get_run(run_id)
+        assert found.info.status == "FINISHED" and found.data.tags["scored"] == "true"
+        assert found.data.metrics["n"] == 4533 and found.data.metrics["invalid_all"] == 0
+        return found.data.metrics
+
+    floor = run("popularity")["HR_at_10"]
+    for method in ("sasrec", "gru4rec", "caser"):
+        metrics = run(method)
+        assert metrics["HR_at_10"] > floor, (method, metrics["HR_at_10"], floor)
+        assert metrics["stopped_early"] == 1 and metrics["best_epoch"] < metrics["epochs_run"]
+    for method in ("hstu", "tiger"):
+        metrics = run(method, "--preset", "tiny")
+        assert metrics["epochs_run"] == {"hstu": 5, "tiger": 4}[method]

@@ -10,7 +10,7 @@ file's sha256, :func:`minirec.resume.file_digests`), and the manifest's sha256 i
 :func:`minirec.resume.fetch_checkpoint`, which checks the digests and falls back to an earlier checkpoint when
 one is torn. The one adaptation to :func:`~minirec.recsys.train_recommender`'s format (a single
 ``checkpoint.pt``: model, optimiser, RNG states, best state, history) is a ``trainer_state.json`` written beside
-it (epoch, best epoch, best valid NDCG@20), because the shared check wants that file to parse; the step of a
+it (the epoch and the best valid NDCG@20 so far), because the shared check wants that file to parse; the step of a
 checkpoint is its epoch.
 
 **The model** is ``model/best.pt`` (``minirec.recsys.train``'s ``best.pt`` format: method, settings, item count,
@@ -49,7 +49,7 @@ def upload_checkpoint(train_dir: Path, epoch: int, record: dict, staging_root: P
     try:
         shutil.copy2(train_dir / CHECKPOINT, folder / CHECKPOINT)
         state = {"format": "minirec.recsys", "epoch": epoch, "global_step": epoch,
-                 "best_valid_NDCG@20": record.get("best_valid_NDCG@20"), "history_epochs": epoch}
+                 "best_valid_NDCG@20": record.get("best_valid_NDCG@20")}
         (folder / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
         mlflow.log_artifacts(str(folder), f"{CHECKPOINT_DIR}/{folder.name}")
         manifest = json.dumps(file_digests(folder), indent=1, sort_keys=True)
@@ -101,11 +101,15 @@ def log_model(result, folder: Path) -> str:
 def load_run_model(ref: str, catalogue, into: Path | None = None):
     """The trained model of a baselines run (run id or ``runs:/<id>``), or of a local ``best.pt`` / folder.
 
-    A run's ``model/best.pt`` is checked against its ``model.sha256`` param before it is loaded. Returns
+    A run's ``model/best.pt`` is checked against its ``model.sha256`` param before it is loaded; it is
+    downloaded into ``into`` (default: a temporary folder, removed once the model is in memory). Returns
     ``(model, info)`` with ``info`` = method, run id, epoch and the model's valid metrics.
     """
     import tempfile
 
+    if into is None and not Path(str(ref)).exists():
+        with tempfile.TemporaryDirectory(prefix="baseline-model-") as folder:
+            return load_run_model(ref, catalogue, Path(folder))
     import mlflow
     import torch
 
@@ -127,7 +131,6 @@ def load_run_model(ref: str, catalogue, into: Path | None = None):
         if digest is None:
             raise NotFoundError(f"run {run_id} logged no {MODEL_DIR}/ (param {MODEL_DIGEST_PARAM}); is it a learned "
                                 f"baselines run? (its stage tag: {run.data.tags.get('stage')!r})")
-        into = Path(into or tempfile.mkdtemp(prefix="baseline-model-"))
         folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_DIR, dst_path=str(into)))
         path = folder / MODEL_FILE
         if sha256_of(path) != digest:
