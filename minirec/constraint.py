@@ -24,10 +24,29 @@ token masked to -inf; :meth:`SidLogitsProcessor.check` counts such rows and rais
 generation start is the first call's ``input_ids.shape[1]`` (host metadata), so the prompt may end in any
 tokens at all. Like upstream, scores are not renormalised over the allowed set: beam scores stay sums of
 full-vocabulary log-probabilities.
+
+Upstream's two masking behaviours are modes of the same grammar (``masking``, set by the ``constraint_fail_open``
+and ``constraint_eos_fallback`` switches of :mod:`minirec.upstream`), served by :class:`UpstreamLogitsProcessor`:
+
+- ``fail_open`` (upstream at ``81b4ba9``, docs/upstream.md 6.3, 8.1 F): ``log_softmax``, then a mask of -1e6 with 0
+  at the allowed tokens; a row whose prefix is unknown is left **unmasked**;
+- ``eos_fallback`` (upstream since 2026-01-20, docs/upstream.md 11.2): a mask of -inf, and a row whose prefix is
+  unknown may only take EOS (a warning says how many rows did);
+
+and in both the first step is keyed on the prompt, as upstream's is: a prompt ending in ``### Response:\n`` starts
+at the root; a prompt whose last 3 tokens (upstream's key length P = 3, the Qwen length of that header) spell a
+path of the grammar starts at that path's node, which is how the leaked RL prompts of 8.1 B, ending in their own
+answer ``<a><b><c>``, get ``"\n"`` forced as their first token and then decode unconstrained; any other prompt is
+unknown from the start. Later steps are keyed on the generated tokens, as upstream's. Neither mode raises: the
+steps at which rows were outside the grammar are counted (``SidConstraint.unknown_row_steps``). The default,
+``strict``, is the fail-closed processor above. The sid decoder (:mod:`minirec.sid_decoder`) decodes strictly only; the upstream
+modes go through ``generate``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -39,6 +58,10 @@ from minirec.sid import split_sid
 
 DEAD, ROOT = 0, 1  # trie nodes; in every depth table row 0 is DEAD as well
 NEG_INF = float("-inf")
+MASKING = ("strict", "fail_open", "eos_fallback")  # see the module docstring and minirec.upstream
+RESPONSE_HEADER = "### Response:\n"  # what upstream's prefix table expects every prompt to end with (6.3)
+UPSTREAM_KEY_TOKENS = 3  # upstream's P: the first step's key is the prompt's last 3 tokens (LogitProcessor.py)
+UPSTREAM_MASK = -1e6  # upstream's mask value before 2026-01-20 (fail_open)
 
 
 class ConstraintViolation(RuntimeError):
@@ -56,15 +79,34 @@ class SidConstraint:
     max_new_tokens: int  # longest SID + newline tokens + EOS
     num_sids: int
     device: torch.device = torch.device("cpu")
+    masking: str = "strict"  # strict, fail_open or eos_fallback (module docstring)
+    header: tuple[int, ...] = ()  # token ids of RESPONSE_HEADER (upstream modes; empty: every prompt ends in it)
+    unknown_row_steps: int = 0  # upstream modes: (row, step) pairs whose prefix was outside the grammar, summed
     _tables: dict = field(default_factory=dict, repr=False)
     _scratch: "Scratch | None" = field(default=None, repr=False)
+    _keyed: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_catalogue(cls, catalogue: Catalogue, tokenizer, sids: Iterable[str] | None = None) -> "SidConstraint":
+    def from_catalogue(cls, catalogue: Catalogue, tokenizer, sids: Iterable[str] | None = None,
+                       masking: str = "strict") -> "SidConstraint":
         """The grammar of the info file's SIDs (what upstream's prefix table holds), or of ``sids``."""
         sids = sorted(catalogue.valid_sids if sids is None else set(sids))
-        return cls.from_token_sequences(sid_token_ids(tokenizer, sids), newline_ids(tokenizer), tokenizer.eos_token_id,
-                                        pad_token_id=tokenizer.pad_token_id)
+        constraint = cls.from_token_sequences(sid_token_ids(tokenizer, sids), newline_ids(tokenizer),
+                                              tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        constraint.header = tuple(tokenizer(RESPONSE_HEADER, add_special_tokens=False).input_ids)
+        return constraint.with_masking(masking)
+
+    def with_masking(self, masking: str) -> "SidConstraint":
+        """This grammar with another masking mode (the decoding tables are shared)."""
+        if masking not in MASKING:
+            raise ValueError(f"masking = {masking!r}: expected one of {', '.join(MASKING)}")
+        if masking == self.masking:
+            return self
+        return dataclasses.replace(self, masking=masking, unknown_row_steps=0, _scratch=None, _keyed={})
+
+    @property
+    def strict(self) -> bool:
+        return self.masking == "strict"
 
     @classmethod
     def from_token_sequences(
@@ -154,8 +196,18 @@ class SidConstraint:
             return torch.zeros(generated.shape[0], dtype=torch.bool, device=generated.device)
         return tables.walk(generated) == terminal
 
-    def logits_processor(self, reuse_output: bool = True) -> "SidLogitsProcessor":
+    def logits_processor(self, reuse_output: bool = True) -> "SidLogitsProcessor | UpstreamLogitsProcessor":
+        """A processor for one ``generate`` call: the fail-closed one, or upstream's in the upstream modes."""
+        if self.masking != "strict":
+            return UpstreamLogitsProcessor(self)
         return SidLogitsProcessor(self, reuse_output=reuse_output)
+
+    def keyed_tables(self, vocab_size: int) -> "KeyedTables":
+        """The whole trie on the device, for the upstream modes' per-row lookups."""
+        if vocab_size not in self._keyed:
+            self.tables(vocab_size)  # the same vocabulary check
+            self._keyed[vocab_size] = KeyedTables.build(self, vocab_size)
+        return self._keyed[vocab_size]
 
     def claim_scratch(self, scores: torch.Tensor, owner: object) -> "Scratch":
         """The output buffers for tensors like ``scores``, now owned by ``owner``.
@@ -419,6 +471,112 @@ class SidLogitsProcessor(LogitsProcessor):
             raise ConstraintViolation(
                 f"{dead} beam rows left the SID grammar during constrained decoding (all their tokens were masked)"
             )
+
+
+@dataclass
+class KeyedTables:
+    """The trie as one device table for the upstream modes: ``next_node`` (N x (C + 1), column C = any other
+    token), ``column_of`` (vocabulary id -> compact column), ``allowed`` (N x C: the tokens each node allows)."""
+
+    next_node: torch.Tensor
+    column_of: torch.Tensor
+    allowed: torch.Tensor
+    vocab_ids: torch.Tensor
+    header: torch.Tensor | None
+
+    @classmethod
+    def build(cls, constraint: SidConstraint, vocab_size: int) -> "KeyedTables":
+        device = constraint.device
+        width = constraint.vocab_ids.numel()
+        column_of = torch.full((vocab_size,), width, dtype=torch.long)
+        column_of[constraint.vocab_ids] = torch.arange(width)
+        next_node = constraint.next_node.long()
+        header = torch.tensor(constraint.header, dtype=torch.long, device=device) if constraint.header else None
+        return cls(next_node.to(device), column_of.to(device), (next_node[:, :-1] != DEAD).to(device),
+                   constraint.vocab_ids.to(device), header)
+
+    def walk(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The global node each row of ``tokens`` reaches from the root (DEAD once it leaves the grammar)."""
+        nodes = torch.full((tokens.shape[0],), ROOT, dtype=torch.long, device=tokens.device)
+        for position in range(tokens.shape[1]):
+            nodes = self.next_node[nodes, self.column_of[tokens[:, position]]]
+        return nodes
+
+    def prompt_nodes(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The first step's node of each row, keyed on the end of its prompt as upstream keys it (module docstring)."""
+        if self.header is None:
+            nodes = torch.full((input_ids.shape[0],), ROOT, dtype=torch.long, device=input_ids.device)
+        else:
+            width = self.header.numel()
+            ends = input_ids.shape[1] >= width and (input_ids[:, -width:] == self.header).all(dim=1)
+            nodes = torch.where(torch.as_tensor(ends, device=input_ids.device), ROOT, DEAD)
+        if input_ids.shape[1] >= UPSTREAM_KEY_TOKENS:
+            path = self.walk(input_ids[:, -UPSTREAM_KEY_TOKENS:])
+            nodes = torch.where(path != DEAD, path, nodes)
+        return nodes
+
+
+class UpstreamLogitsProcessor(LogitsProcessor):
+    """Upstream's ``ConstrainedLogitsProcessor`` over the catalogue's trie, in the constraint's upstream mode.
+
+    Per call: ``log_softmax`` of the scores, then a mask (-1e6 in ``fail_open``, -inf in ``eos_fallback``) that is 0
+    at the tokens the row's prefix allows; a row whose prefix is unknown is left unmasked (``fail_open``) or may only
+    take EOS (``eos_fallback``). The first call keys each row on its prompt's end, later calls on its generated
+    tokens (see the module docstring). Scores are not renormalised over the allowed set. :meth:`check` raises
+    nothing: it adds the (row, step) pairs that were unknown to ``constraint.unknown_row_steps`` (and warns, in
+    ``eos_fallback``, as upstream does).
+    """
+
+    def __init__(self, constraint: SidConstraint):
+        if constraint.masking not in ("fail_open", "eos_fallback"):
+            raise ValueError(f"UpstreamLogitsProcessor needs an upstream masking mode, not {constraint.masking!r}")
+        self.constraint = constraint
+        self.fail_open = constraint.masking == "fail_open"
+        self.start: int | None = None
+        self.calls = 0
+        self.tables: KeyedTables | None = None
+        self._unknown: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = self.calls
+        if step == 0:
+            self.start = input_ids.shape[1]
+            self.tables = self.constraint.keyed_tables(scores.shape[-1])
+            nodes = self.tables.prompt_nodes(input_ids)
+        elif input_ids.shape[1] != self.start + step:
+            raise ConstraintViolation(
+                f"constraint processor called with {input_ids.shape[1]} tokens, expected {self.start + step}: "
+                "use a fresh processor (SidConstraint.logits_processor()) for every generate call"
+            )
+        else:
+            nodes = self.tables.walk(input_ids[:, self.start:])
+        self.calls = step + 1
+        tables = self.tables
+        scores = torch.log_softmax(scores, dim=-1)
+        value = UPSTREAM_MASK if self.fail_open else NEG_INF
+        mask = torch.full_like(scores, value)
+        mask[:, tables.vocab_ids] = torch.where(tables.allowed[nodes], 0.0, value).to(mask.dtype)
+        unknown = nodes == DEAD
+        if self.fail_open:
+            mask[unknown] = 0.0
+        else:
+            eos = self.constraint.eos_token_id
+            rows = unknown.nonzero().flatten()
+            mask[rows, eos] = 0.0
+        self._unknown.append(unknown)
+        return scores + mask
+
+    def check(self) -> None:
+        """Count the (row, step) pairs that were in an unknown state (one host sync); never raises."""
+        if not self._unknown:
+            return
+        row_steps = int(sum(int(flags.sum()) for flags in self._unknown))
+        self._unknown = []
+        self.constraint.unknown_row_steps += row_steps
+        if row_steps and not self.fail_open:
+            warnings.warn(f"constrained decoding: {row_steps} row-steps had a prefix outside the SID table; only EOS "
+                          "was allowed there (upstream's behaviour since 2026-01-20, docs/upstream.md 11.2)",
+                          stacklevel=2)
 
 
 def newline_ids(tokenizer) -> list[int]:

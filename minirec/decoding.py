@@ -9,6 +9,12 @@ roll-out's constraint state (8.1 E). Here every ranking evaluation is one :class
 logs ``decode.as_params()`` and the generation config built from it, and that config is the one used (by
 ``generate`` itself with ``decoder=hf``; the ``sid`` decoder reproduces its beam search exactly, one prefill per
 prompt instead of one per beam, and ``exact`` ranks every catalogue SID).
+
+``masking`` is the constraint's masking mode (:mod:`minirec.constraint`): ``strict`` (fails closed, the default) or
+one of upstream's, ``fail_open`` (paper release) and ``eos_fallback`` (since 2026-01-20), set by the upstream
+switches ``constraint_fail_open`` / ``constraint_eos_fallback`` (:mod:`minirec.upstream`). Upstream's modes can
+leave a row unconstrained, which only ``generate`` can decode: they need ``decoder=hf``, and they decode up to
+upstream's ``max_new_tokens`` of 256 (``evaluate.sh``) instead of the grammar's longest SID.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ PROMPTS = ("test", "sft")
 # sid: one prefill per prompt, then transformers' beam search step for step (minirec.sid_decoder), the default;
 # hf: model.generate with the constraint processor (for cross-checking); exact: every catalogue SID scored.
 DECODERS = ("sid", "hf", "exact")
+MASKINGS = ("strict", "fail_open", "eos_fallback")
+UPSTREAM_MAX_NEW_TOKENS = 256  # evaluate.sh (docs/upstream.md 6.1), where upstream masking can leave rows free
 
 
 @dataclass(frozen=True)
@@ -34,12 +42,18 @@ class DecodeSettings:
     limit: int = 0
     decoder: str = "sid"
     recall_rows: int = 0  # rows also ranked exactly, for beam_recall@K (0: none)
+    masking: str = "strict"  # the constraint's masking mode (module docstring)
 
     def __post_init__(self):
         if self.num_beams < 1 or self.batch_size < 1 or self.limit < 0 or self.recall_rows < 0:
             raise SettingsError(f"decoding needs num_beams >= 1, batch_size >= 1 and limit >= 0; got {self}")
         if self.prompt not in PROMPTS or self.decoder not in DECODERS:
             raise SettingsError(f"prompt must be one of {PROMPTS} and decoder one of {DECODERS}; got {self}")
+        if self.masking not in MASKINGS:
+            raise SettingsError(f"masking must be one of {MASKINGS}; got {self}")
+        if self.masking != "strict" and self.decoder != "hf":
+            raise SettingsError(f"masking = {self.masking} (upstream's constraint) can leave rows unconstrained, which "
+                                f"only generate decodes: it needs decoder = hf, not {self.decoder}")
 
     def check_catalogue(self, num_sids: int) -> None:
         """More beams than catalogue SIDs would rank padding: refuse before decoding."""
@@ -51,8 +65,9 @@ class DecodeSettings:
         """The explicit beam-search config of :mod:`minirec.generation` for this decoding."""
         from minirec.generation import beam_generation_config
 
-        return beam_generation_config(self.num_beams, constraint.max_new_tokens, tokenizer.eos_token_id,
-                                      tokenizer.eos_token_id)
+        new_tokens = constraint.max_new_tokens if self.masking == "strict" else max(constraint.max_new_tokens,
+                                                                                    UPSTREAM_MAX_NEW_TOKENS)
+        return beam_generation_config(self.num_beams, new_tokens, tokenizer.eos_token_id, tokenizer.eos_token_id)
 
     def rank(self, model, input_ids, attention_mask, constraint, config):
         """``(generated, scores)``: the ``num_beams`` best SIDs of each left-padded prompt, best first, with

@@ -156,7 +156,7 @@ def evaluate_model(model, tokenizer, files: CategoryFiles, catalogue: Catalogue,
     rows = read_split(files.split(split))
     rows = rows.head(decode.limit) if decode.limit else rows
     samples = split_prompts(rows, decode.prompt)
-    constraint = SidConstraint.from_catalogue(catalogue, tokenizer).to(model.device)
+    constraint = SidConstraint.from_catalogue(catalogue, tokenizer, masking=decode.masking).to(model.device)
     decode.check_catalogue(constraint.num_sids)
     config = decode.generation_config(constraint, tokenizer)
     effective = effective_generation_config(model, config)
@@ -168,6 +168,7 @@ def evaluate_model(model, tokenizer, files: CategoryFiles, catalogue: Catalogue,
         "num_beams": decode.num_beams, "batch_size": decode.batch_size, "shard_rows": shard_rows,
         "prompt": decode.prompt, "decoder": decode.decoder, "tokenizer_length": len(tokenizer),
         "model_checksum": model_checksum(model), "generation_config": config.to_diff_dict(),
+        **({"masking": decode.masking} if decode.masking != "strict" else {}),
     })
     if state.is_main_process:  # writes the manifest, or refuses a folder holding another evaluation's shards
         store.open()
