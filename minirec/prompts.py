@@ -4,9 +4,16 @@ The wording is upstream's, character for character, typos included (docs/upstrea
 A prompt has two parts because upstream tokenises them separately and concatenates the ids
 (docs/upstream.md 4.2, 6.2): the instruction preamble and the body. RL prompts have no preamble (docs/upstream.md 8.2).
 
-Two upstream answer leaks live here behind ``leak_answer`` (off by default, on with ``upstream_quirks``):
+Two upstream answer leaks live here behind ``leak_answer`` (off by default; on with the upstream switches
+``alignment_leak`` and ``rl_answer_leak`` of :mod:`minirec.upstream`, both in the ``paper-release`` profile):
 the SFT alignment task puts the answer after ``### Response:`` (docs/upstream.md 8.1 A), and so do the RL title->SID and
-description->SID prompts (docs/upstream.md 8.1 B).
+description->SID prompts (docs/upstream.md 8.1 B). Upstream removed both on 2025-12-01; every other string is the
+same in both upstream versions (docs/upstream-revisions-notes.md 1).
+
+    python -m minirec.prompts dump --category Industrial_and_Scientific --split valid --rows 40 --items 80 \
+        --upstream paper-release --out FILE
+
+writes the strings a profile produces for every task, as JSON (:mod:`minirec.prompts_dump`).
 """
 
 from __future__ import annotations
@@ -193,3 +200,9 @@ def rl_title_history_to_sid(history_titles: Sequence[str], target_sid: str) -> P
         "can you recommend a suitable next item for the user?"
     )
     return Prompt("", body(user_input), f"{target_sid}\n")
+
+
+if __name__ == "__main__":  # python -m minirec.prompts dump ...
+    from minirec.prompts_dump import main
+
+    raise SystemExit(main())

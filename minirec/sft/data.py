@@ -8,9 +8,11 @@ Reference: docs/upstream.md 4.2 (encoding and masking), 4.3 (the five tasks) and
   is shuffled with the HF ``Dataset.shuffle`` seed, hard-coded to 42 upstream (``shuffle_seed``).
 - The alignment task keeps upstream's dicts: keyed by SID and by title, the last item wins, but a key keeps
   the position of its first item (Python dict order). Industrial: 3,670 sid2title + 3,646 title2sid samples.
-- ``upstream_quirks`` restores the two upstream behaviours of this module that change what is trained:
-  the alignment answer leak (docs/upstream.md 8.1 A) and SIDs cut to their first three tokens in the alignment, fusion
-  and title-history->SID tasks (docs/upstream.md 1.6, 8.1 I; only matters for 4-token SIDs).
+- Three upstream switches (:mod:`minirec.upstream`) change what is trained here: ``alignment_leak``, the
+  alignment answer leak (docs/upstream.md 8.1 A); ``three_token_sids``, SIDs cut to their first three tokens in the
+  alignment, fusion and title-history->SID tasks (docs/upstream.md 1.6, 8.1 I; only matters for 4-token SIDs); and
+  ``sft_three_tasks``, upstream's three-task SFT since 2025-12-01 (:func:`trained_tasks`, docs/upstream.md 11.1).
+  ``upstream_quirks`` (here and in :class:`TaskOptions`) turns on the first two, as the ``paper-release`` profile.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from minirec.data.catalogue import Catalogue, read_split
 from minirec.sid import join_sid
 
 TASKS = ("sid_history", "item_alignment", "sid_history_to_title", "title_history_to_title", "title_history_to_sid")
+# What upstream trains since 2025-12-01 (sft.py:193-198@8e03e35): the switch sft_three_tasks keeps only these.
+THREE_TASKS = ("sid_history", "item_alignment", "sid_history_to_title")
 IGNORE_INDEX = -100
 # Upstream shuffles the concatenated tasks with this seed whatever --seed says (sft.py:222, docs/upstream.md 8.3).
 UPSTREAM_SHUFFLE_SEED = 42
@@ -36,15 +40,35 @@ TITLE_INSTRUCTION_SEED = 42
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """What shapes the prompts: the category phrase and the upstream-quirk switch."""
+    """What shapes the prompts: the category phrase and two upstream switches (``None``: as ``upstream_quirks``)."""
 
     category: str
     upstream_quirks: bool = False
+    alignment_leak: bool | None = None
+    three_token_sids: bool | None = None
+
+    @classmethod
+    def from_quirks(cls, category: str, quirks) -> "TaskOptions":
+        """The options of a set of upstream switches (:mod:`minirec.upstream`)."""
+        quirks = set(quirks)
+        return cls(category, alignment_leak="alignment_leak" in quirks, three_token_sids="three_token_sids" in quirks)
+
+    @property
+    def leak(self) -> bool:
+        return self.upstream_quirks if self.alignment_leak is None else self.alignment_leak
 
     @property
     def sid_depth(self) -> int | None:
         """Upstream keeps 3 SID tokens in the item-level tasks; the fixed version keeps them all."""
-        return 3 if self.upstream_quirks else None
+        cut = self.upstream_quirks if self.three_token_sids is None else self.three_token_sids
+        return 3 if cut else None
+
+
+def trained_tasks(tasks: Sequence[str], quirks=()) -> list[str]:
+    """The tasks SFT trains, in upstream's order: ``tasks``, restricted to :data:`THREE_TASKS` under the switch
+    ``sft_three_tasks`` (upstream at 8e03e35, docs/upstream.md 11.1)."""
+    three = "sft_three_tasks" in set(quirks)
+    return [task for task in TASKS if task in tasks and (not three or task in THREE_TASKS)]
 
 
 class SFTDataError(ValueError):
@@ -55,15 +79,23 @@ def _sid_of(tokens: Sequence[str], depth: int | None) -> str:
     return join_sid(tokens[:depth] if depth else tokens)
 
 
-def alignment_maps(catalogue: Catalogue, sid_depth: int | None) -> tuple[dict[str, str], dict[str, str]]:
-    """Upstream's ``sid2title`` and ``title2sid`` (data.py:748-751): last item wins, first position kept."""
+def alignment_maps(catalogue: Catalogue, sid_depth: int | None, first_items: dict | None = None
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+    """Upstream's ``sid2title`` and ``title2sid`` (data.py:748-751): last item wins, first position kept.
+
+    ``first_items``, when given, receives ``("sid", key)`` / ``("title", key)`` -> the position (in index order)
+    of the item that put the key where it stands, so a slice of items can be shown in upstream's order.
+    """
     sid2title: dict[str, str] = {}
     title2sid: dict[str, str] = {}
-    for item, tokens in catalogue.item_tokens.items():
+    for position, (item, tokens) in enumerate(catalogue.item_tokens.items()):
         if item not in catalogue.items or len(tokens) < 3:
             continue
         sid = _sid_of(tokens, sid_depth)
         title = catalogue.title(item)
+        if first_items is not None:
+            first_items.setdefault(("sid", sid), position)
+            first_items.setdefault(("title", title), position)
         sid2title[sid] = title
         title2sid[title] = sid
     return sid2title, title2sid
@@ -88,12 +120,20 @@ def sid_history_prompts(frame: pd.DataFrame, path) -> list[prompts.Prompt]:
         _history(frame, r, "history_item_sid", path), frame.at[r, "item_sid"]))
 
 
-def alignment_prompts(catalogue: Catalogue, options: TaskOptions) -> list[prompts.Prompt]:
-    """Task 2 (SidItemFeatDataset): every sid2title sample, then every title2sid sample."""
-    sid2title, title2sid = alignment_maps(catalogue, options.sid_depth)
-    leak = options.upstream_quirks
-    return [prompts.sft_sid_to_title(sid, title, leak_answer=leak) for sid, title in sid2title.items()] + [
+def alignment_prompts(catalogue: Catalogue, options: TaskOptions, items: int | None = None) -> list[prompts.Prompt]:
+    """Task 2 (SidItemFeatDataset): every sid2title sample, then every title2sid sample.
+
+    ``items``: only the samples whose key the first ``items`` items of the index put in place (the prompt dump's
+    ``--items``), in upstream's order; the strings are those of the whole catalogue's dataset.
+    """
+    first: dict = {}
+    sid2title, title2sid = alignment_maps(catalogue, options.sid_depth, first)
+    shown = (lambda kind, key: True) if items is None else (lambda kind, key: first[(kind, key)] < items)
+    leak = options.leak
+    return [prompts.sft_sid_to_title(sid, title, leak_answer=leak) for sid, title in sid2title.items()
+            if shown("sid", sid)] + [
         prompts.sft_title_to_sid(title, sid, leak_answer=leak) for title, sid in title2sid.items()
+        if shown("title", title)
     ]
 
 
@@ -199,19 +239,30 @@ def build_datasets(
     *,
     tasks: Sequence[str] = TASKS,
     upstream_quirks: bool = False,
+    quirks=None,
     cutoff_len: int = 512,
     sample: int = -1,
     valid_sample: int = -1,
     seed: int = 42,
     shuffle_seed: int = UPSTREAM_SHUFFLE_SEED,
 ) -> SFTDatasets:
-    """Build, tokenise, concatenate (upstream task order) and shuffle the SFT sets of one category."""
+    """Build, tokenise, concatenate (upstream task order) and shuffle the SFT sets of one category.
+
+    ``quirks``: the run's upstream switches (:mod:`minirec.upstream`), which then decide the prompts and the task
+    list (:func:`trained_tasks`); without them ``upstream_quirks`` turns on the alignment leak and the 3-token cut.
+    """
     from datasets import Dataset
 
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"unknown SFT tasks {unknown or '(none given)'}; known: {', '.join(TASKS)}")
-    options = TaskOptions(category=files.category, upstream_quirks=upstream_quirks)
+    if quirks is None:
+        options = TaskOptions(category=files.category, upstream_quirks=upstream_quirks)
+    else:
+        options = TaskOptions.from_quirks(files.category, quirks)
+        tasks = trained_tasks(tasks, quirks)
+        if not tasks:
+            raise ValueError(f"no SFT task left: sft_three_tasks trains only {', '.join(THREE_TASKS)}")
     train = sample_rows(read_split(files.train), sample, seed)
     samples: list[prompts.Prompt] = []
     counts: dict[str, int] = {}
