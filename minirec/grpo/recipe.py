@@ -57,6 +57,13 @@ class GRPORecipe(Recipe):
             check_resume_reference(settings.resume_from)
         settings.model = settings.model or latest_sft_run(settings.category, settings.preset)
         resolve_model(settings.model)  # a bad reference fails here, before any run exists
+        if "title_history_to_sid" in settings.tasks:  # upstream's sample=10000 raises on a smaller train split
+            from minirec.data import locate, read_split
+            from minirec.grpo.data import title_history_shortfall
+
+            files = locate(settings.category, settings.data_dir or None)
+            title_history_shortfall(len(read_split(files.train, parse_histories=False)), settings.title_history_sample,
+                                    files.train, settings.switch("rl_sample_raises"))
 
     def source(self) -> str:
         return self.settings.model
@@ -87,7 +94,7 @@ class GRPORecipe(Recipe):
         catalogue = Catalogue.load(self.files_read)
         model, tokenizer = load_policy(settings.model, device)
         self.prompts = build_prompt_set(
-            self.files_read, catalogue, tasks=tuple(settings.tasks), upstream_quirks=settings.upstream_quirks,
+            self.files_read, catalogue, tasks=tuple(settings.tasks), quirks=settings.switches(),
             title_history_sample=settings.title_history_sample, seed=settings.shuffle_seed,
             max_train_prompts=None if settings.max_train_prompts < 0 else settings.max_train_prompts,
         )
@@ -106,7 +113,10 @@ class GRPORecipe(Recipe):
             prompts = self.prompts
             log_params({"policy_path": self.trainer.model.config._name_or_path, "train_prompts": len(prompts.train),
                         "eval_prompts": len(prompts.eval),
-                        **{f"prompts.{task}": rows for task, rows in prompts.task_rows.items()}})
+                        **{f"prompts.{task}": rows for task, rows in prompts.task_rows.items()},
+                        **({"prompts.title_history_to_sid.asked": prompts.title_history_drawn[0],
+                            "prompts.title_history_to_sid.drawn": prompts.title_history_drawn[1]}
+                           if prompts.title_history_drawn else {})})
             mlflow.log_dict(rollout_generation_config(self.settings, self.trainer).to_dict(),
                             "rollout_generation_config.json")
         check_world_size(self.settings, self.trainer.accelerator.num_processes)

@@ -19,11 +19,17 @@ from minirec.errors import SettingsError
 from minirec.grpo.data import TASKS, TITLE_HISTORY_SAMPLE
 from minirec.grpo.rewards import CF_REWARD_TYPES, REWARD_TYPES
 from minirec.settings import LaunchedSettings, setting
+from minirec.upstream import UpstreamSettings
 
 
 @dataclass
-class GRPOSettings(LaunchedSettings):
-    """Every setting of a GRPO run; the defaults are upstream's (rl.sh over rl.py, docs/upstream.md 5.2)."""
+class GRPOSettings(UpstreamSettings, LaunchedSettings):
+    """Every setting of a GRPO run; the defaults are upstream's (rl.sh over rl.py, docs/upstream.md 5.2).
+
+    Upstream switches (``upstream``, ``quirks``; minirec.upstream) acting here: rl_answer_leak, three_token_sids,
+    rl_empty_description, rl_sample_raises (prompts), rollout_beam_sampling (roll-outs), constraint_fail_open and
+    constraint_eos_fallback (the roll-outs' masking).
+    """
 
     STAGE = "grpo"
 
@@ -33,8 +39,6 @@ class GRPOSettings(LaunchedSettings):
     # --- prompts (docs/upstream.md 5.3) ---
     tasks: list = setting(list(TASKS), "prompt tasks of the mixture, comma-separated", choices=TASKS,
                           upstream="rl.py: the four datasets, concatenated in this order")
-    upstream_quirks: bool = setting(False, "restore upstream's answer leak in title/description prompts (8.1 B), "
-                                    "3-token SIDs there (8.1 I) and the empty-description prompt")
     title_history_sample: int = setting(TITLE_HISTORY_SAMPLE, "title-history prompts drawn from train "
                                         "(random_state=0)", upstream="rl.py: sample=10000", minimum=0)
     max_train_prompts: int = setting(-1, "keep the first N prompts of the shuffled mixture (-1: all)", minimum=-1)

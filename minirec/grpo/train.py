@@ -97,11 +97,12 @@ def build_trainer(settings: GRPOSettings, model, tokenizer, files, catalogue, pr
         args=grpo_arguments(settings, device),
         train_dataset=prompts.train,
         processing_class=tokenizer,
-        constraint=SidConstraint.from_catalogue(catalogue, tokenizer).to(device),
+        constraint=SidConstraint.from_catalogue(catalogue, tokenizer, masking=settings.masking).to(device),
         valid_sids=catalogue.valid_sids,
         beam_search=settings.beam_search,
         rollout_decoder=settings.rollout_decoder,
         max_prompt_length=settings.max_prompt_length,
+        beam_sampling=settings.switch("rollout_beam_sampling"),
     )
     trainer.add_callback(StepMetrics())
     trainer.add_callback(ValidRanking(
@@ -115,13 +116,21 @@ def build_trainer(settings: GRPOSettings, model, tokenizer, files, catalogue, pr
 
 
 def rollout_generation_config(settings: GRPOSettings, trainer):
-    """The generation config the roll-outs use, as logged with the run."""
+    """The generation config the roll-outs use, as logged with the run (beam sampling under the upstream switch
+    ``rollout_beam_sampling``; all ``max_completion_length`` tokens under upstream masking, which can leave rows
+    unconstrained)."""
     from minirec.generation import beam_generation_config, effective_generation_config
-    from minirec.grpo.rollout import sampling_generation_config
+    from minirec.grpo.rollout import (beam_sampling_generation_config, effective_beam_sampling_config,
+                                      sampling_generation_config)
 
     model, tokenizer = trainer.model, trainer.processing_class
     new_tokens = min(settings.max_completion_length, trainer.constraint.max_new_tokens)
+    if not trainer.constraint.strict:
+        new_tokens = settings.max_completion_length
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if settings.beam_search and settings.switch("rollout_beam_sampling"):
+        return effective_beam_sampling_config(model, beam_sampling_generation_config(
+            settings.num_generations, settings.temperature, new_tokens, eos, pad))
     if settings.beam_search:
         return effective_generation_config(model, beam_generation_config(settings.num_generations, new_tokens, eos, pad))
     return sampling_generation_config(settings.temperature, new_tokens, eos, pad)

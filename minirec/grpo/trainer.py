@@ -50,7 +50,9 @@ class ConstrainedGRPOTrainer(GRPOTrainer):
 
     ``constraint`` is the catalogue's SID grammar (on the model's device), ``valid_sids`` the catalogue's SID
     set, used to count invalid completions (always 0 unless the constraint is broken). Roll-outs decode at most
-    ``max_completion_length`` tokens and never more than the grammar's longest SID needs.
+    ``max_completion_length`` tokens and, with the strict constraint, never more than the grammar's longest SID
+    needs (upstream's masking modes can leave rows unconstrained: they get all ``max_completion_length``).
+    ``beam_sampling``: beam roll-outs sample (the upstream switch ``rollout_beam_sampling``, minirec.grpo.rollout).
     """
 
     def __init__(
@@ -61,9 +63,11 @@ class ConstrainedGRPOTrainer(GRPOTrainer):
         beam_search: bool = True,
         rollout_decoder: str = "sid",
         max_prompt_length: int = 512,
+        beam_sampling: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.beam_sampling = beam_sampling
         self.rollout_decoder = rollout_decoder
         self.constraint = constraint
         self.valid_sids = frozenset(valid_sids)
@@ -78,7 +82,8 @@ class ConstrainedGRPOTrainer(GRPOTrainer):
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         common = dict(
             constraint=self.constraint,
-            max_new_tokens=min(self.max_completion_length, self.constraint.max_new_tokens),
+            max_new_tokens=min(self.max_completion_length, self.constraint.max_new_tokens)
+            if self.constraint.strict else self.max_completion_length,
             pad_token_id=self._tokenizer.pad_token_id,
             eos_token_id=self._tokenizer.eos_token_id,
         )
@@ -87,11 +92,15 @@ class ConstrainedGRPOTrainer(GRPOTrainer):
         ) as model:
             if self.beam_search:
                 rollout = beam_rollout(model, prompt_ids, num_generations=num_generations,
-                                       decoder=self.rollout_decoder, **common)
+                                       decoder=self.rollout_decoder, beam_sampling=self.beam_sampling,
+                                       temperature=self.temperature, **common)
             else:
                 rollout = sample_rollout(model, prompt_ids, temperature=self.temperature, **common)
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["rollout/seconds"].append(rollout.seconds)
+        if not self.constraint.strict and self.beam_search and not self.beam_sampling:
+            groups = max(len(prompt_ids) // num_generations, 1)
+            self._metrics[mode]["rollout/off_root_group_share"].append(rollout.off_root_groups / groups)
         return rollout.completion_ids, None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
