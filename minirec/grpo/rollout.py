@@ -197,9 +197,11 @@ def upstream_generate(model, input_ids, attention_mask, constraint: SidConstrain
 
 
 def sampling_generation_config(temperature: float, max_new_tokens: int, eos_token_id: int, pad_token_id: int):
-    """Plain constrained sampling: one sequence, temperature only (no top-k, top-p or repetition penalty)."""
+    """Plain constrained sampling: one sequence, temperature only (no top-k, top-p or repetition penalty).
+
+    ``top_k=0`` is "no top-k": transformers 5.23 fills ``top_k=None`` with its default, 50."""
     return GenerationConfig(
-        do_sample=True, num_beams=1, num_return_sequences=1, temperature=temperature, top_k=None, top_p=1.0,
+        do_sample=True, num_beams=1, num_return_sequences=1, temperature=temperature, top_k=0, top_p=1.0,
         min_p=None, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=max_new_tokens, min_new_tokens=0,
         eos_token_id=eos_token_id, pad_token_id=pad_token_id, bos_token_id=None,
     )
