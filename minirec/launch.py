@@ -46,11 +46,18 @@ def relaunch(module: str, argv: Sequence[str], settings: LaunchedSettings, env: 
     return subprocess.run(command, cwd=PROJECT_ROOT, env=dict(env)).returncode
 
 
-def deepspeed_config(settings, device: str) -> dict | None:
+def deepspeed_config(settings, device: str, ddp: bool = False) -> dict | None:
     """The DeepSpeed config the Trainer gets: ``settings.deepspeed`` (a YAML path), or ZeRO-2 by default when
-    several GPUs train; ``None`` on one process or on CPU."""
+    several GPUs train; ``None`` on one process or on CPU. ``ddp`` (the upstream switch ``sft_ddp``: upstream's
+    SFT runs under ``torchrun`` with plain DDP, docs/upstream.md 4.1) gives ``None`` too, so the Trainer wraps the
+    model in DDP on the processes this launcher started."""
     import yaml
 
+    if ddp:
+        if settings.deepspeed:
+            raise SettingsError(f"deepspeed = {settings.deepspeed!r} contradicts plain DDP (the upstream switch "
+                                "sft_ddp)")
+        return None
     name = settings.deepspeed or (str(DEEPSPEED_ZERO2) if settings.world_size > 1 and device == "cuda" else "")
     if not name:
         return None

@@ -16,14 +16,20 @@ from minirec.batching import accumulation_steps
 from minirec.decoding import DecodeSettings
 from minirec.errors import SettingsError
 from minirec.settings import LaunchedSettings, setting
-from minirec.sft.data import TASKS, UPSTREAM_SHUFFLE_SEED
+from minirec.sft.data import TASKS, UPSTREAM_SHUFFLE_SEED, trained_tasks
+from minirec.upstream import UpstreamSettings
 
 TINY_MODEL = "tiny"
 
 
 @dataclass
-class SFTSettings(LaunchedSettings):
-    """Every setting of an SFT run; the defaults are upstream's (sft.sh and sft.py, docs/upstream.md 4.1)."""
+class SFTSettings(UpstreamSettings, LaunchedSettings):
+    """Every setting of an SFT run; the defaults are upstream's (sft.sh and sft.py, docs/upstream.md 4.1).
+
+    Upstream switches (``upstream``, ``quirks``; minirec.upstream) acting here: alignment_leak, three_token_sids,
+    sft_three_tasks (data), sft_linear_schedule, sft_pure_bf16, sft_ddp (training); logged with the derived
+    ``effective_tasks`` and ``effective_lr_scheduler``.
+    """
 
     STAGE = "sft"
 
@@ -33,8 +39,6 @@ class SFTSettings(LaunchedSettings):
     # --- data (docs/upstream.md 4.2-4.3) ---
     tasks: list = setting(list(TASKS), "SFT tasks to train on, comma-separated", choices=TASKS,
                           upstream="sft.py: five datasets, concatenated in this order")
-    upstream_quirks: bool = setting(False, "restore upstream's alignment answer leak (8.1 A), 3-token SIDs in the "
-                                    "item-level tasks (8.1 I) and pure-bf16 weights in bf16 runs")
     cutoff_len: int = setting(512, "keep the last N tokens of each sample", upstream="sft.sh: 512", minimum=8)
     sample: int = setting(-1, "train rows of the CSV-based tasks (-1: all; the alignment task keeps every item), "
                           "drawn with --seed", minimum=-1)
@@ -79,12 +83,27 @@ class SFTSettings(LaunchedSettings):
                                   global_name="global_batch_size", micro_name="micro_batch_size")
 
     def derived(self) -> dict[str, Any]:
-        return {"gradient_accumulation_steps": self.gradient_accumulation_steps(), "world_size": self.world_size}
+        return {"gradient_accumulation_steps": self.gradient_accumulation_steps(), "world_size": self.world_size,
+                "effective_tasks": self.effective_tasks(), "effective_lr_scheduler": self.effective_lr_scheduler()}
+
+    def effective_tasks(self) -> list[str]:
+        """The tasks trained: ``tasks``, restricted to upstream's three under the switch ``sft_three_tasks``."""
+        return trained_tasks(self.tasks, self.switches())
+
+    def effective_lr_scheduler(self) -> str:
+        """``lr_scheduler``, or ``linear`` (upstream's code) under the switch ``sft_linear_schedule``."""
+        return "linear" if self.switch("sft_linear_schedule") else self.lr_scheduler
 
     def check(self) -> None:
         super().check()
         if not self.tasks:
             raise SettingsError(f"tasks is empty: expected some of {', '.join(TASKS)}")
+        if not self.effective_tasks():
+            raise SettingsError(f"tasks = {self.tasks} leaves nothing to train under the upstream switch "
+                                "sft_three_tasks (it keeps sid_history, item_alignment, sid_history_to_title)")
+        if self.deepspeed and self.switch("sft_ddp"):
+            raise SettingsError(f"deepspeed = {self.deepspeed!r} contradicts the upstream switch sft_ddp (plain DDP, "
+                                "no DeepSpeed); drop one (quirks=no_sft_ddp keeps the profile's other switches)")
         if self.freeze_llm and self.weight_decay > 0:
             raise SettingsError("freeze_llm needs weight_decay 0: AdamW decays every row of a trainable matrix, "
                                 "so the frozen rows of the embeddings would drift")

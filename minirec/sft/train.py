@@ -11,9 +11,10 @@ masking (preamble and body tokenised apart, labels -100 on the prompt, left trun
 ``DataCollatorForSeq2Seq(pad_to_multiple_of=8, label_pad_token_id=-100)`` and left padding is exactly
 upstream's choice, so batches match upstream's token for token.
 
-Deliberate differences from upstream (all switchable): cosine schedule (``lr_scheduler=linear`` restores the
-code's), fp32 master weights under bf16 autocast (``upstream_quirks`` loads pure bf16 weights as upstream),
-ZeRO-2 instead of plain DDP across several GPUs (same optimiser maths, less memory).
+Deliberate differences from upstream (all switchable, minirec.upstream): cosine schedule (``lr_scheduler=linear``
+or the switch ``sft_linear_schedule`` restores the code's), fp32 master weights under bf16 autocast (the switch
+``sft_pure_bf16`` loads pure bf16 weights as upstream), ZeRO-2 instead of plain DDP across several GPUs (same
+optimiser maths, less memory; the switch ``sft_ddp`` restores DDP).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def prepare_model(config: SFTSettings, catalogue: Catalogue, device: str) -> Pre
 
     # Upstream seeds everything before loading, which makes the mean-resizing draw of new rows deterministic.
     set_seed(config.seed)
-    pure_bf16 = config.upstream_quirks and uses_bf16(config, device)
+    pure_bf16 = config.switch("sft_pure_bf16") and uses_bf16(config, device)
     model, tokenizer = load_model_and_tokenizer(prepare_base_model(config),
                                                 dtype=torch.bfloat16 if pure_bf16 else torch.float32)
     added = add_sid_tokens(tokenizer, model, catalogue)
@@ -103,7 +104,7 @@ def training_arguments(config: SFTSettings, device: str):
         num_train_epochs=config.num_epochs,
         max_steps=config.max_steps,
         learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
+        lr_scheduler_type=config.effective_lr_scheduler(),
         warmup_steps=config.warmup_steps,
         weight_decay=config.weight_decay,
         optim=config.optim,
@@ -124,7 +125,7 @@ def training_arguments(config: SFTSettings, device: str):
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         ddp_find_unused_parameters=False,
-        deepspeed=deepspeed_config(config, device),
+        deepspeed=deepspeed_config(config, device, ddp=config.switch("sft_ddp")),
         dataloader_num_workers=0,
     )
 
@@ -161,7 +162,7 @@ def train_sft(config: SFTSettings, files, catalogue: Catalogue, *, resume_checkp
     device = resolve_device(config.device)
     prepared = prepared or prepare_model(config, catalogue, device)
     datasets = build_datasets(prepared.tokenizer, files, catalogue, tasks=config.tasks,
-                              upstream_quirks=config.upstream_quirks, cutoff_len=config.cutoff_len,
+                              quirks=config.switches(), cutoff_len=config.cutoff_len,
                               sample=config.sample, valid_sample=config.valid_sample, seed=config.seed,
                               shuffle_seed=config.shuffle_seed)
     trainer = build_trainer(config, prepared, datasets, device, callbacks)
