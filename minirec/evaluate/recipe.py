@@ -79,6 +79,32 @@ class EvaluateRecipe(Recipe):
             os.environ["MLFLOW_RUN_ID"] = settings.resume_from  # continue that very run
         resolve_model(settings.model)  # a bad reference fails here, before any run exists (and is cached)
         settings.stage_label = settings.stage_label or model_stage(settings.model)
+        self.model_kind = self._model_kind()
+
+    def _model_kind(self) -> str:
+        """``released_checkpoint`` (upstream's, kkknight/MiniOneRec: by setting or by name, docs/upstream-profiles.md),
+        ``harness`` (trained by a run of this harness) or ``external`` (any other folder or hub id)."""
+        from minirec.models import source_run
+        from minirec.upstream import RELEASED_KIND, check_released_category, released_checkpoint_name
+
+        settings = self.settings
+        self.released_name = released_checkpoint_name(settings.model)
+        if self.released_name or settings.released_checkpoint:
+            check_released_category(self.released_name, settings.category)
+            settings.released_checkpoint = True
+            return RELEASED_KIND
+        return "harness" if source_run(settings.model) is not None else "external"
+
+    def tags(self) -> dict[str, str]:
+        """``model_kind`` (see :meth:`_model_kind`; ``released_checkpoint`` is what the report shows as "released
+        checkpoint"), ``released_checkpoint`` (its folder or repository) and ``upstream.profile``."""
+        from minirec.upstream import MODEL_KIND_TAG, RELEASED_TAG
+
+        settings = self.settings
+        tags = {MODEL_KIND_TAG: getattr(self, "model_kind", "external"), "upstream.profile": settings.profile}
+        if settings.released_checkpoint:
+            tags[RELEASED_TAG] = getattr(self, "released_name", None) or "true"
+        return tags
 
     def source(self) -> str:
         return self.settings.model
@@ -136,5 +162,5 @@ class EvaluateRecipe(Recipe):
             print("beam recall over the first {beam_recall_rows} rows: ".format(**evaluation.recall) + ", ".join(
                 f"{name} {value:.3f}" for name, value in evaluation.recall.items() if name.startswith("beam_recall@")))
         print(f"[evaluate] run {self.mlflow_run.info.run_id}; outputs in {out}", flush=True)
-        if self.settings.strict and evaluation.scores.invalid_all:
+        if self.settings.decode.strict and evaluation.scores.invalid_all:
             raise UserError(f"{evaluation.scores.invalid_all} predicted SIDs are not in the catalogue (strict mode)")

@@ -9,11 +9,19 @@ from dataclasses import dataclass
 
 from minirec.decoding import DECODERS, PROMPTS, DecodeSettings
 from minirec.settings import LaunchedSettings, setting
+from minirec.upstream import UpstreamSettings
+
+UPSTREAM_BATCH_SIZE = 8  # evaluate.sh --batch_size 8 (docs/upstream.md 6.1)
 
 
 @dataclass
-class EvaluateSettings(LaunchedSettings):
-    """Every setting of an evaluation; defaults are upstream's evaluate.sh (docs/upstream.md 6.1-6.3)."""
+class EvaluateSettings(UpstreamSettings, LaunchedSettings):
+    """Every setting of an evaluation; defaults are upstream's evaluate.sh (docs/upstream.md 6.1-6.3).
+
+    Upstream switches (``upstream``, ``quirks``; minirec.upstream) acting here: eval_batch_8 (batches of 8),
+    constraint_fail_open / constraint_eos_fallback (upstream's masking; decoded by generate, ``decoder=hf``, and
+    never fatal: upstream reports invalid beams as CC and carries on, so ``strict`` is off under them).
+    """
 
     STAGE = "evaluate"
 
@@ -36,16 +44,29 @@ class EvaluateSettings(LaunchedSettings):
                          choices=("auto", "float32", "bfloat16", "float16"))
     resume_from: str = setting("", "id of an interrupted evaluate run to continue in its output folder")
     seed: int = setting(0, "seed of transformers and the bootstrap")
+    released_checkpoint: bool = setting(False, "the model is one of upstream's released checkpoints "
+                                        "(kkknight/MiniOneRec Industrial_ckpt / Office_ckpt): tag the run "
+                                        "model_kind=released_checkpoint (also recognised by name, see "
+                                        "docs/upstream-profiles.md)")
 
     def check(self) -> None:
         super().check()
-        if not self.model and not self.resume_from:
-            from minirec.errors import SettingsError
+        from minirec.errors import SettingsError
 
+        if not self.model and not self.resume_from:
             raise SettingsError("model is required: a local folder, hub id, MLflow run id, runs:/ or models:/ URI")
+        if self.masking != "strict" and self.decoder == "exact":
+            raise SettingsError(f"decoder = exact ranks catalogue SIDs only; upstream's masking ({self.masking}, "
+                                "from the profile's constraint switch) needs decoder hf (or sid, which then means hf)")
 
     @property
     def decode(self) -> DecodeSettings:
-        return DecodeSettings(num_beams=self.num_beams, batch_size=self.batch_size, prompt=self.prompt,
-                              strict=self.strict, limit=self.limit, decoder=self.decoder,
-                              recall_rows=self.recall_rows)
+        """The decoding: as set, with the upstream switches applied (batch 8; upstream masking through generate,
+        not strict)."""
+        masking = self.masking
+        upstream_masking = masking != "strict"
+        return DecodeSettings(num_beams=self.num_beams,
+                              batch_size=UPSTREAM_BATCH_SIZE if self.switch("eval_batch_8") else self.batch_size,
+                              prompt=self.prompt, strict=self.strict and not upstream_masking, limit=self.limit,
+                              decoder="hf" if upstream_masking else self.decoder, recall_rows=self.recall_rows,
+                              masking=masking)
