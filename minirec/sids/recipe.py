@@ -80,8 +80,9 @@ class SidsRecipe(Recipe):
 
         settings = self.settings
         log_params({"device_resolved": self.device, "upstream_seed": UPSTREAM_SEEDS[settings.method]})
-        recipe = EmbeddingRecipe(settings.embedding_model, settings.upstream_quirks, settings.max_length or None)
-        texts = item_texts(self.catalogue.items, settings.upstream_quirks)
+        text_cut = settings.switch("text_cut_2000")  # upstream empties fields of 2,000+ characters (8.1 N)
+        recipe = EmbeddingRecipe(settings.embedding_model, text_cut, settings.max_length or None)
+        texts = item_texts(self.catalogue.items, text_cut)
         tick = time.perf_counter()
         self.embedded = cached_embeddings(texts, recipe, sha256_of(self.files_read.items), settings.cache_dir,
                                           settings.batch_size, self.device)

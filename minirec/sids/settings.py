@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from minirec.data.layout import PROJECT_ROOT
 from minirec.settings import StageSettings, setting
+from minirec.upstream import UpstreamSettings
 from minirec.sids.embed import DEFAULT_MODEL
 from minirec.sids.quantise import METHODS
 
@@ -16,7 +17,9 @@ UPSTREAM_SEEDS = {"rqkmeans": 42, "rqkmeans_constrained": 42, "rqvae": 2024}
 
 
 @dataclass
-class SidsSettings(StageSettings):
+class SidsSettings(UpstreamSettings, StageSettings):
+    """The upstream switch acting here (``upstream``, ``quirks``; minirec.upstream): text_cut_2000 (8.1 N)."""
+
     STAGE = "sids"
 
     method: str = setting("rqkmeans", "quantiser (docs/upstream.md 3.2-3.4)", choices=METHODS)
@@ -29,7 +32,6 @@ class SidsSettings(StageSettings):
     lr: float = setting(1e-3, "rqvae AdamW learning rate", upstream="rqvae.sh: 1e-3", minimum=0.0)
     codebook_size: int = setting(256, "codes per level", upstream="256", minimum=2, maximum=65536)
     levels: int = setting(3, "quantisation levels", upstream="3", minimum=1, maximum=8)
-    upstream_quirks: bool = setting(False, "empty any text field of >= 2,000 characters, as upstream (8.1 N)")
     max_length: int = setting(0, "encoder token limit; 0 = the model's own, at most 2048 (upstream)", minimum=0)
     batch_size: int = setting(64, "texts per encoder batch", minimum=1)
     device: str = setting("auto", "auto (cuda if available), cpu or cuda[:N]")
