@@ -247,3 +247,17 @@ def test_cpu_presets_beat_popularity_and_the_tiny_presets_run_end_to_end(store, 
     for method in ("hstu", "tiger"):
         metrics = run(method, "--preset", "tiny")
         assert metrics["epochs_run"] == {"hstu": 5, "tiger": 4}[method]
+
+
+def test_grpo_prompt_rows_carry_the_history_item_ids_the_cf_reward_scores(industrial_files, industrial_catalogue):
+    from minirec.data import read_split
+    from minirec.grpo.data import alignment_rows, sid_history_rows, title_history_rows
+
+    frame, path = read_split(industrial_files.valid).head(300), industrial_files.valid
+    for row in sid_history_rows(frame, path):  # the prompt lists these items' SIDs, in order
+        ids = row["history_item_ids"]
+        assert ids and ", ".join(industrial_catalogue.item_sid[item] for item in ids) in row["prompt"]
+    for row in title_history_rows(frame, path, sample=50):  # the same ids (upstream: KeyError on titles, 8.1 H)
+        ids = row["history_item_ids"]
+        assert ids and all(industrial_catalogue.title(item) in row["prompt"] for item in ids)
+    assert all(row["history_item_ids"] == [] for row in alignment_rows(industrial_catalogue))
