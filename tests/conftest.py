@@ -147,15 +147,16 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path):
-    """``python -m mlflow server`` on 127.0.0.1 and a free port, its backend ``root/backend.db`` and its
-    proxied artifacts in ``root/artifacts`` (``mlflow-artifacts:/`` URIs, so the folder can move)."""
+def mlflow_server(root: Path, backend: str | None = None):
+    """``python -m mlflow server`` on 127.0.0.1 and a free port, its backend ``root/backend.db`` (or the store
+    ``backend``) and its proxied artifacts in ``root/artifacts`` (``mlflow-artifacts:/`` URIs, so the folder can
+    move)."""
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     log = root / "server.log"
     command = [
         sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'backend.db'}",
+        "--backend-store-uri", backend or f"sqlite:///{root / 'backend.db'}",
         "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
     ]
     # No background job runner: the stages never submit server-side jobs, and it slows start and stop.

@@ -128,6 +128,7 @@ def test_a_run_logs_its_metrics_and_an_extended_resume_is_a_linked_run_on_the_ne
     from minirec.models import MODEL_URI_TAG
 
     common = ["--category", INDUSTRIAL, "--output_dir", str(tmp_path / "out"), "--eval_steps", "0",
+              "--prompts_per_step", "2", "--per_device_batch_size", "32",
               "--eval_limit", "4", "--eval_beams", "10", "--eval_batch_size", "4", "--save_steps", "1"]
     first = run_stage(GRPORecipe, "--preset", "tiny", "--model", tiny_policy, "--max_train_prompts", "4", *common)
     client = MlflowClient()
@@ -169,7 +170,7 @@ def test_two_cpu_processes_split_whole_groups_and_log_once(mlflow_uri, tiny_poli
 
     # 4 prompts per step over 2 processes: 2 per process, each in one micro-step of 32 completions
     run_stage(GRPORecipe, "--preset", "tiny", "--model", tiny_policy, "--num_gpus", "2", "--device", "cpu",
-              "--prompts_per_step", "4", "--max_train_prompts", "8", "--eval_limit", "8", "--eval_beams", "10",
+              "--prompts_per_step", "4", "--per_device_batch_size", "32", "--max_train_prompts", "8", "--eval_limit", "8", "--eval_beams", "10",
               "--output_dir", tmp_path)
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name(f"minirec-{INDUSTRIAL}").experiment_id])

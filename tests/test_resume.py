@@ -108,6 +108,7 @@ def test_killed_sft_and_grpo_runs_resume_by_run_id_from_a_moved_tracking_store(t
                     "--output_dir", tmp_path / "sft-out", env=env)
         sft_run = kill_after_first_checkpoint(sft, client, "sft")
         grpo = start("minirec.grpo", "--preset", "tiny", "--model", tiny_model, "--max_train_prompts", "8",
+                     "--prompts_per_step", "2", "--per_device_batch_size", "32",
                      "--save_steps", "1", "--eval_steps", "0", "--eval_limit", "4", "--eval_beams", "10",
                      "--output_dir", tmp_path / "grpo-out", env=env)
         grpo_run = kill_after_first_checkpoint(grpo, client, "grpo")

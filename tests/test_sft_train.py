@@ -251,3 +251,22 @@ def test_tiny_preset_learns_and_beats_the_untrained_model(tmp_path, mlflow_uri):
     assert metrics["valid_n"] == metrics["untrained_valid_n"] == 200
     assert metrics["valid_HR_at_10"] > metrics["untrained_valid_HR_at_10"]
     assert metrics["valid_invalid"] == 0
+
+
+def test_the_loss_on_the_answer_span_is_the_full_sequence_loss(tiny_model, catalogue, industrial_files):
+    """SFT projects only the positions the loss reads onto the vocabulary; the loss must not change."""
+    from minirec.models import load_model_and_tokenizer
+    from minirec.sft.data import build_datasets
+    from minirec.sft.train import AnswerSpanCollator, answer_loss
+
+    model, tokenizer = load_model_and_tokenizer(tiny_model)
+    data = build_datasets(tokenizer, industrial_files, catalogue, sample=24, valid_sample=1).train
+    batch = AnswerSpanCollator(tokenizer)([data[i] for i in range(16)])  # all five tasks: answers of many lengths
+    keep, labels = batch.pop("logits_to_keep"), batch["labels"]
+    assert keep < labels.shape[1]
+    full = model(**batch)
+    kept = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+    torch.testing.assert_close(answer_loss(kept, labels), full.loss, rtol=1e-6, atol=1e-6)
+    items = (labels[:, 1:] != -100).sum()
+    torch.testing.assert_close(answer_loss(kept, labels, num_items_in_batch=items * 2), full.loss / 2,
+                               rtol=1e-6, atol=1e-6)

@@ -53,9 +53,14 @@ def _four_token_target(sid: str, index: int, row: int) -> str:
 
 @pytest.fixture(scope="session")
 def trained(tiny_industrial, industrial_files):
+    """The tiny model with ``<d_1>``/``<d_2>`` added, trained for 60 AdamW steps (:func:`build_trained`)."""
+    return build_trained(tiny_industrial, industrial_files)
+
+
+def build_trained(tiny_industrial, industrial_files) -> "Trained":
     """The tiny model with ``<d_1>``/``<d_2>`` added, trained for 60 AdamW steps (batch 32, ~10 s) on test-style
     prompts of train rows whose targets use the 4-token SIDs: peaked, prompt-dependent log-probs instead of the
-    untrained model's near-uniform ones, which tie everywhere."""
+    untrained model's near-uniform ones, which tie everywhere. Also used by bench/bench_rollout.py."""
     from minirec.sft.data import encode_prompts as encode_sft
 
     model, tokenizer = load_model_and_tokenizer(tiny_industrial)

@@ -71,7 +71,9 @@ def without_machine_paths(text: str) -> str:
     from minirec.data.layout import PROJECT_ROOT
 
     text = text.replace(str(PROJECT_ROOT) + "/", "")
-    return re.sub(r"(?<![\w.:])/(?:[^\s/`'\"]+/)+([^\s/`'\"]+)", r"…/\1", text)
+    parts = re.split(r"(https?://[^\s)]+)", text)  # links to the MLflow UI keep their paths
+    return "".join(part if part.startswith("http") else
+                   re.sub(r"(?<![\w.:/])/(?:[^\s/`'\"()]+/)+([^\s/`'\"()]+)", r"…/\1", part) for part in parts)
 
 
 @dataclass(frozen=True)
@@ -501,5 +503,6 @@ def render_report(runs: Sequence[ScoredRun], ranked: pd.DataFrame, paper: pd.Dat
         sections.append(category_section(category, category_runs, ranked, paper, plots.get(category), context))
     if not ranked.empty:
         sections.append(cross_dataset_section(ranked, plots.get("all")))
-    return "\n\n".join(sections) + "\n"
+    # Presets given as files, data directories: a report is shared, the machine's folders mean nothing there.
+    return without_machine_paths("\n\n".join(sections)) + "\n"
 

@@ -222,11 +222,12 @@ def beam_recall_at(model, tokenizer, constraint, beams: pd.DataFrame, samples, d
 
 def _decode_shards(model, tokenizer, constraint, config, decode, rows, samples, store, todo, shard_rows,
                    on_shard, show_progress):
-    from tqdm.auto import tqdm
+    from minirec.logs import progress
 
     encoded = encode_prompts(tokenizer, samples)
     total = sum(len(range(i * shard_rows, min(len(rows), (i + 1) * shard_rows))) for i in todo)
-    with tqdm(total=total, unit="user", desc="beam search", disable=not show_progress) as bar:
+    with progress(total, f"{decode.decoder} beam search, {decode.num_beams} beams", "user", "evaluate",
+                  enabled=show_progress) as bar:
         for index in todo:
             start, stop = index * shard_rows, min(len(rows), (index + 1) * shard_rows)
             predict, scores = [], []

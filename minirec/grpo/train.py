@@ -26,6 +26,7 @@ import torch
 
 from minirec.grpo.settings import GRPOSettings
 from minirec.launch import deepspeed_config
+from minirec.logs import TrainerProgress, on_terminal
 
 FINAL_CHECKPOINT = "final_checkpoint"
 
@@ -65,6 +66,7 @@ def grpo_arguments(settings: GRPOSettings, device: str):
         eval_strategy="no",  # ranking metrics come from ValidRanking instead of trl's eval loss
         report_to="none",
         reward_weights=reward_weights(settings.reward, settings.cf_weight),  # None (all 1) but for the CF rewards
+        disable_tqdm=not on_terminal(),  # a log file gets TrainerProgress's lines instead
         deepspeed=deepspeed_config(settings, device),
         dataloader_num_workers=0,
     )
@@ -105,6 +107,8 @@ def build_trainer(settings: GRPOSettings, model, tokenizer, files, catalogue, pr
         beam_sampling=settings.switch("rollout_beam_sampling"),
     )
     trainer.add_callback(StepMetrics())
+    if not on_terminal():
+        trainer.add_callback(TrainerProgress("grpo"))
     trainer.add_callback(ValidRanking(
         trainer=trainer, files=files, catalogue=catalogue, eval_steps=settings.eval_steps,
         limit=None if settings.eval_limit < 0 else settings.eval_limit, decode=settings.eval_decode(),

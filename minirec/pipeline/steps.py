@@ -5,7 +5,7 @@
 Each stage runs as its own process (``python -m minirec.<stage> ...``) so a crash or an out-of-memory kill of
 one stage is contained and reported by name, and so multi-GPU stages can re-launch themselves through
 ``accelerate launch``. Two environment variables link a stage's MLflow run back to ``main`` (both read by
-:func:`minirec.tracking.stage_run`): ``MINIREC_PARENT_RUN_ID`` makes it a child of the category's pipeline run,
+:func:`minirec.tracking.stage_run`): ``MINIREC_PIPELINE_RUN_ID`` tags it with the category's pipeline run,
 and ``MINIREC_STAGE_KEY`` tags it with a digest of everything that determines its result (stage, arguments,
 which include the run ids of its inputs, code version, data digests). A FINISHED run with the same key is
 reused instead of recomputed, in the spirit of MLflow's multistep-workflow example; an interrupted one is
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from minirec.data.layout import PROJECT_ROOT
-from minirec.tracking import PARENT_ENV, STAGE_KEY_ENV, STAGE_KEY_TAG
+from minirec.tracking import PIPELINE_ENV, STAGE_KEY_ENV, STAGE_KEY_TAG
 
 UNFINISHED = ("FAILED", "KILLED", "RUNNING")
 RERUN_TAG = "minirec.rerun_of"
@@ -88,7 +88,7 @@ def child_environment(parent_run_id: str, key: str = "") -> dict[str, str]:
     ``MLFLOW_RUN_ID`` is dropped, or the stage would log into the run that ``mlflow run`` opened for ``main``.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    env[PARENT_ENV] = parent_run_id
+    env[PIPELINE_ENV] = parent_run_id
     env[STAGE_KEY_ENV] = key
     return env
 
