@@ -4,8 +4,13 @@
 
 ``report_to="none"`` is set on the Trainer and this callback logs instead, on the main process only, so the
 metric names are the harness's own: ``train_loss``, ``eval_loss``, ``learning_rate``, ``grad_norm``,
-``tokens_per_second`` (non-padding tokens of all processes per wall second since the previous log) and
-``epoch``, each at its optimiser step.
+``tokens_per_second`` (non-padding tokens of all processes per wall second since the previous log),
+``train_loss_window`` and ``epoch``, each at its optimiser step.
+
+``train_loss`` is the Trainer's mean loss over the optimiser steps since its previous log; ``train_loss_window``
+says how many steps that is. It is ``logging_steps`` except for the first log after a resume when the
+checkpoint's step is not a multiple of ``logging_steps`` (the window then starts at the checkpoint), so a
+partial window is never passed off as a full one.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ class MlflowStepLogger(TrainerCallback):
     def __init__(self):
         self._last_time: float | None = None
         self._last_tokens = 0
+        self._last_loss_step = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_time = time.perf_counter()
         self._last_tokens = state.num_input_tokens_seen
+        self._last_loss_step = state.global_step  # a resumed run starts its first window at the checkpoint
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not is_main_process() or not logs:
@@ -47,6 +54,8 @@ class MlflowStepLogger(TrainerCallback):
             if self._last_time is not None and now > self._last_time:
                 metrics["tokens_per_second"] = (state.num_input_tokens_seen - self._last_tokens) / (now - self._last_time)
             self._last_time, self._last_tokens = now, state.num_input_tokens_seen
+            metrics["train_loss_window"] = float(state.global_step - self._last_loss_step)
+            self._last_loss_step = state.global_step
         if metrics:
             mlflow.log_metrics(metrics, step=state.global_step)
 
