@@ -19,6 +19,7 @@ the frame column whose value to show (``value``) and a template of the evidence 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,9 +34,15 @@ from minirec.sid import SID_PATTERN
 
 # The language of minirec.sid.SID_PATTERN, without its capture group (pandas warns about groups in a match).
 SID_REGEX = r"^(?:<[a-z]_\d+>)+$"
+# One token per level, in level order: <a_*>, then <b_*>, ... (a prefix reused at another level, as in
+# <a_60><a_60><c_203>, is refused). Values that are not SID-shaped at all pass here: SID_REGEX reports them.
+_LEVELS = "abcdefghijklmnopqrstuvwxyz"
+LEVEL_ORDER_REGEX = (r"^(?:(?!(?:<[a-z]_\d+>)+$).*|" + "".join(f"<{c}_\\d+>(?:" for c in _LEVELS)
+                     + ")?" * len(_LEVELS) + ")$")
 USER_ID_PATTERN = r"^A\d+$"
 ITEM_ID_PATTERN = r"^\d+$"
 MAX_HISTORY = 10  # upstream's sliding window keeps at most 10 previous items (docs/upstream.md 2.3)
+LEVEL_ORDER_RULE = "has one token per level, in level order (<a_*><b_*><c_*>...)"
 INFO_FIELDS = 3  # sid, title, item id (docs/upstream.md 1.4)
 # Pair checks skip rows where one side is missing: a missing counterpart is reported once, by its own rule.
 PAIR = {"ignore_row_if": "either_value_is_missing"}
@@ -49,13 +56,22 @@ class UnreadableFileError(ValueError):
         self.path, self.reason, self.line = Path(path), reason, line
 
 
-def _read_json(path: Path):
+def _read_text(path: Path) -> str:
+    """A file's text, or :class:`UnreadableFileError` naming it (not UTF-8, a folder, no permission)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UnreadableFileError(path, f"not JSON: {error.msg} (column {error.colno})", error.lineno) from error
+        return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise UnreadableFileError(path, f"not UTF-8: {error}") from error
+    except OSError as error:
+        raise UnreadableFileError(path, f"cannot be read: {error.strerror or error}") from error
+
+
+def _read_json(path: Path):
+    text = _read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UnreadableFileError(path, f"not JSON: {error.msg} (column {error.colno})", error.lineno) from error
 
 
 def _text(value) -> str:
@@ -83,6 +99,8 @@ class SplitTable:
             raw = read_split(path, parse_histories=False).fillna("")
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
             raise UnreadableFileError(path, f"not a CSV: {error}") from error
+        except OSError as error:
+            raise UnreadableFileError(path, f"cannot be read: {error.strerror or error}") from error
         histories = {column: raw[column].map(parse_list) for column in HISTORY_COLUMNS if column in raw.columns}
         return cls(Path(path), raw, histories)
 
@@ -121,10 +139,7 @@ class CatalogueFiles:
             if not isinstance(content, dict):
                 found = type(content).__name__
                 raise UnreadableFileError(path, f"expected a JSON object keyed by item id, found {found}")
-        try:
-            text = Path(files.info).read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise UnreadableFileError(files.info, f"not UTF-8: {error}") from error
+        text = _read_text(files.info)
         return cls(index, items, [line.split("\t") for line in text.splitlines()])
 
     @cached_property
@@ -135,6 +150,38 @@ class CatalogueFiles:
             else json.dumps(tokens)
             for key, tokens in self.index.items()
         }
+
+    @cached_property
+    def index_tokens(self) -> dict[str, list[str]]:
+        """Item id -> its index.json tokens, for entries that are lists of strings."""
+        return {key: tokens for key, tokens in self.index.items()
+                if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)}
+
+    @cached_property
+    def usual_length(self) -> int | None:
+        """The most common number of tokens of an index.json SID (the shorter on a tie)."""
+        counts = Counter(len(tokens) for tokens in self.index_tokens.values())
+        return min(counts, key=lambda n: (-counts[n], n)) if counts else None
+
+    def odd_lengths(self) -> dict[str, str]:
+        """Item id -> why its SID length is not the catalogue's, for SIDs of another length that are not
+        upstream's dedup (a 4th token given to every item of a shared 3-token path, docs/upstream.md 3.4)."""
+        usual, tokens = self.usual_length, self.index_tokens
+        if usual is None:
+            return {}
+        full = {"".join(t) for t in tokens.values() if len(t) == usual}
+        longer = Counter("".join(t[:usual]) for t in tokens.values() if len(t) == usual + 1)
+        odd = {}
+        for key, sid in tokens.items():
+            n = len(sid)
+            if n == usual:
+                continue
+            base = "".join(sid[:usual])
+            if n == usual + 1 and longer[base] >= 2 and base not in full:
+                continue  # a dedup token of a path several items share, all of them extended
+            odd[key] = (f"{n} tokens; most index.json SIDs have {usual}, and a longer one must be a dedup token "
+                        f"on a path that several items share")
+        return odd
 
     @cached_property
     def title(self) -> dict[str, str]:
@@ -197,6 +244,16 @@ def entries_frame(table: SplitTable, catalogue: CatalogueFiles) -> pd.DataFrame:
     return entries.reset_index(drop=True)
 
 
+def duplicates_frame(table: SplitTable) -> pd.DataFrame:
+    """One row per valid/test row: its identity and, for a repeat, the line of its first occurrence."""
+    keys, lines = table.row_keys(), table.lines
+    first = pd.Series(lines.to_numpy(), index=keys.to_numpy())
+    first = first[~first.index.duplicated()]
+    repeated = keys.duplicated(keep="first")
+    return pd.DataFrame({"line": lines, "row_key": keys,
+                         "first_line": keys.map(first).where(repeated).astype("Int64")})
+
+
 def heldout_frame(table: SplitTable, train_lines: dict[str, int]) -> pd.DataFrame:
     """One row per valid/test row: its identity and the train line holding the same row, if any."""
     keys = table.row_keys()
@@ -232,12 +289,14 @@ def _present(keys: list[str], known) -> list[str | None]:
 def index_frame(catalogue: CatalogueFiles) -> pd.DataFrame:
     """One row per index.json key: its SID, and whether item.json and the info file know the id."""
     keys = list(catalogue.index)
+    odd = catalogue.odd_lengths()
     return pd.DataFrame(
         {
             "item": keys,
             "sid": [catalogue.index_sid[key] for key in keys],
             "in_items": _present(keys, catalogue.items),
             "in_info": _present(keys, catalogue.info_ids),
+            "odd_length": [odd.get(key) for key in keys],
         },
         dtype=object,
     )
@@ -289,10 +348,16 @@ def _agrees_with_catalogue(reported) -> list[gxe.Expectation]:
 
 
 def columns_check() -> Check:
-    return Check(_suite("columns", gxe.ExpectTableColumnsToMatchSet(
-        column_set=list(SPLIT_COLUMNS), exact_match=True,
-        description="has the seven upstream columns, no more, no fewer", meta=_reported("header"),
-    )), ())
+    return Check(_suite(
+        "columns",
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=list(SPLIT_COLUMNS), exact_match=True,
+            description="has the seven upstream columns, no more, no fewer", meta=_reported("header"),
+        ),
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=1, description="has data rows, not only a header", meta=_reported("(rows)", evidence="no rows"),
+        ),
+    ), ())
 
 
 def rows_check() -> Check:
@@ -335,8 +400,18 @@ def entries_check() -> Check:
         gxe.ExpectColumnValuesToMatchRegex(
             column="sid", regex=SID_REGEX, description=f"matches {SID_PATTERN}", meta=field("sid"),
         ),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="sid", regex=LEVEL_ORDER_REGEX, description=LEVEL_ORDER_RULE, meta=field("sid"),
+        ),
         *_agrees_with_catalogue(field),
     ), ("line", "position", "item_id"))
+
+
+def unique_check() -> Check:
+    return Check(_suite("unique", gxe.ExpectColumnValuesToBeNull(
+        column="first_line", description="occurs once in the split (same user_id, history_item_id and item_id)",
+        meta=_reported("user_id+history_item_id+item_id", value="row_key", evidence="same row as line {first_line}"),
+    )), ("line", "row_key"))
 
 
 def heldout_check() -> Check:
@@ -375,7 +450,14 @@ def index_check() -> Check:
         gxe.ExpectColumnValuesToMatchRegex(
             column="sid", regex=SID_REGEX, description=f"tokens join to {SID_PATTERN}", meta=_reported("tokens"),
         ),
-    ), ("item",))
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="sid", regex=LEVEL_ORDER_REGEX, description=LEVEL_ORDER_RULE, meta=_reported("tokens"),
+        ),
+        gxe.ExpectColumnValuesToBeNull(
+            column="odd_length", description="has as many tokens as the catalogue's other SIDs",
+            meta=_reported("tokens", value="sid", evidence="{odd_length}"),
+        ),
+    ), ("item", "sid"))
 
 
 def items_check() -> Check:

@@ -118,13 +118,23 @@ def locate(category: str, data_dir: str | os.PathLike | None = None) -> Category
     return files
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, device, inode, size, mtime in ns) -> sha256, for this process
+
+
 def sha256_of(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
+    """Hex sha256 of a file's bytes (remembered for this process while the file's size and mtime stay the
+    same, so validation and the run's data records hash each file once)."""
+    path = Path(path).resolve()
+    info = path.stat()
+    key = (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def count_csv_rows(path: str | os.PathLike) -> int:

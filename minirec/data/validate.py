@@ -10,25 +10,44 @@
 
 The checks are those of docs/upstream.md 1.1-1.4 (see :mod:`minirec.data.expectations`). Where a failure sits:
 ``line N`` is the file's line, a CSV's header being line 1 (so data row r, counted from 1, is line r + 1);
-index.json and item.json entries are named by their item id. Each failed expectation reports its first
+index.json and item.json entries are named by their item id; a file that cannot be read at all, or a rule on a
+whole file (a split with no rows), is named by its path alone. Each failed expectation reports its first
 ``SHOWN_PER_EXPECTATION`` unexpected values in file order and counts the rest.
+
+Every stage that reads a data directory calls :func:`require_valid` before its run starts (through
+:meth:`minirec.stage.Recipe.files`): the category's files are validated unless a passing result for the same
+file digests and the same rules is cached in ``.cache/validation/<key>.json`` (written by every passing
+validation, the data stage's included), so the second time costs six sha256 digests. A failure is one line
+(the first unexpected value with its file, line and column, and how many more there are).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from minirec.data import expectations as ex
 from minirec.data.catalogue import Catalogue
-from minirec.data.layout import SPLITS, CategoryFiles
+from minirec.data.layout import PROJECT_ROOT, SPLITS, CategoryFiles, sha256_of
+from minirec.errors import UserError
+
+if TYPE_CHECKING:  # great-expectations takes seconds to import: only a validation that really runs pays for it
+    from minirec.data import expectations as ex
 
 SHOWN_PER_EXPECTATION = 5
 VALUE_WIDTH = 160
+VALIDATION_CACHE_ENV = "MINIREC_VALIDATION_CACHE"
+RULE_FILES = ("expectations.py", "validate.py", "catalogue.py")  # the rules: a change to them re-validates
+
+
+class InvalidDataError(UserError):
+    """A stage's input data failed validation: the first failure (file, line, column, value) and a count."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +65,12 @@ class Failure:
     evidence: str = ""
 
     def __str__(self) -> str:
-        where = f"line {self.row}" if self.row is not None else f"item {self.item!r}"
+        where = f"line {self.row}, " if self.row is not None else f"item {self.item!r}, " if self.item is not None \
+            else ""
+        if self.column == "(file)":  # the file itself cannot be read: its path (and line) and the reason
+            return f"{self.file}, {where}column (file): cannot be parsed ({self.evidence}) [{self.expectation}]"
         column = f"{self.column} entry {self.entry}" if self.entry else self.column
-        text = f"{self.file}, {where}, column {column}: {_shown(self.value)} breaks '{self.rule}'"
+        text = f"{self.file}, {where}column {column}: {_shown(self.value)} breaks '{self.rule}'"
         return text + (f" ({self.evidence})" if self.evidence else "") + f" [{self.expectation}]"
 
 
@@ -140,9 +162,15 @@ class SuiteRunner:
         return batch.validate(check.suite, result_format=result_format)
 
 
-def validate_category(files: CategoryFiles) -> ValidationReport:
-    """Run every suite on a category's files (docs/upstream.md 1.1-1.4) and collect failures and a summary."""
+def validate_category(files: CategoryFiles, cache_dir: str | os.PathLike | None = None) -> ValidationReport:
+    """Run every suite on a category's files (docs/upstream.md 1.1-1.4) and collect failures and a summary.
+
+    A passing result is recorded in the validation cache (``cache_dir``, default :func:`validation_cache_dir`)
+    under the files' digests, so :func:`require_valid` need not validate the same bytes again."""
+    from minirec.data import expectations as ex
+
     started = time.perf_counter()
+    key = validation_key(files)
     runner = SuiteRunner()
     report = ValidationReport(files.category, failed=[], summary={})
 
@@ -161,7 +189,7 @@ def validate_category(files: CategoryFiles) -> ValidationReport:
     run("index", ex.index_check(), ex.index_frame(catalogue))
     run("items", ex.items_check(), ex.items_frame(catalogue))
 
-    columns, rows, entries = ex.columns_check(), ex.rows_check(), ex.entries_check()
+    columns, rows, entries, unique = ex.columns_check(), ex.rows_check(), ex.entries_check(), ex.unique_check()
     tables: dict[str, ex.SplitTable] = {}
     for split in SPLITS:
         try:
@@ -174,6 +202,8 @@ def validate_category(files: CategoryFiles) -> ValidationReport:
             tables[split] = table
             run(split, rows, ex.rows_frame(table))
             run(split, entries, ex.entries_frame(table, catalogue))
+            if split != "train":  # a held-out row counted twice weighs twice in every metric
+                run(split, unique, ex.duplicates_frame(table))
     if "train" in tables:
         heldout, seen_in_train = ex.heldout_check(), ex.train_lines(tables["train"])
         for split in ("valid", "test"):
@@ -182,7 +212,73 @@ def validate_category(files: CategoryFiles) -> ValidationReport:
 
     report.summary = summarize(files, tables, ok=report.ok)
     report.summary["seconds"] = round(time.perf_counter() - started, 2)
+    if report.ok:
+        _remember_valid(files, key, report.summary, cache_dir)
     return report
+
+
+# --- the validation cache: what standalone stages check before their run starts --------------------------------
+
+
+def validation_cache_dir() -> Path:
+    """``$MINIREC_VALIDATION_CACHE`` or the project's ``.cache/validation``."""
+    return Path(os.environ.get(VALIDATION_CACHE_ENV) or PROJECT_ROOT / ".cache" / "validation")
+
+
+def _rules_digest() -> str:
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in RULE_FILES:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _digest_or_reason(path: Path) -> str:
+    try:
+        return sha256_of(path)
+    except OSError as error:  # validation reports the file; its key is never cached as valid
+        return f"unreadable: {error.strerror or error}"
+
+
+def validation_key(files: CategoryFiles) -> str:
+    """sha256 over the category, the digest of each of its files (by role) and of the validation rules."""
+    digests = {role: _digest_or_reason(path) for role, path in files.all_files().items()}
+    text = json.dumps({"category": files.category, "files": digests, "rules": _rules_digest()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _remember_valid(files: CategoryFiles, key: str, summary: dict, cache_dir) -> None:
+    from minirec.atomic import write_json
+
+    record = {"key": key, "category": files.category, "data_dir": str(files.root.parent.resolve()),
+              "files": {role: str(path.resolve()) for role, path in files.all_files().items()},
+              "validated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": summary}
+    try:
+        write_json(Path(cache_dir or validation_cache_dir()) / f"{key}.json", record)
+    except OSError:
+        pass  # a read-only cache only costs a validation next time
+
+
+def is_known_valid(files: CategoryFiles, cache_dir: str | os.PathLike | None = None) -> bool:
+    """Whether a passing validation of exactly these bytes (and these rules) is cached."""
+    return (Path(cache_dir or validation_cache_dir()) / f"{validation_key(files)}.json").is_file()
+
+
+def require_valid(files: CategoryFiles, cache_dir: str | os.PathLike | None = None) -> None:
+    """Validate ``files`` unless a passing result for the same digests is cached; a failure raises
+    :class:`InvalidDataError` (one line: the first unexpected value, where it is, and how many more)."""
+    if is_known_valid(files, cache_dir):
+        return
+    report = validate_category(files, cache_dir)
+    if report.ok:
+        return
+    total = sum(failed.unexpected_count for failed in report.failed)
+    first = report.failed[0].failures[0] if report.failed[0].failures else report.failed[0].file
+    more = f"; {total - 1} more unexpected value(s)" if total > 1 else ""
+    raise InvalidDataError(
+        f"{files.category} data in {files.root.parent} failed validation ({len(report.failed)} check(s)): "
+        f"{first}{more}; python -m minirec.data --category {files.category} --data_dir {files.root.parent} "
+        "lists every failure")
 
 
 def summarize(files: CategoryFiles, tables: dict[str, ex.SplitTable], ok: bool = True) -> dict:
@@ -197,6 +293,8 @@ def summarize(files: CategoryFiles, tables: dict[str, ex.SplitTable], ok: bool =
             "collision_groups": len(groups),
             "collision_items": sum(len(ids) for ids in groups.values()),
             "codes_per_level": catalogue.codes_per_level(),
+            "sid_lengths": {str(n): count for n, count in
+                            sorted(pd.Series([len(t) for t in catalogue.item_tokens.values()]).value_counts().items())},
         }
     summary["splits"] = {
         split: {"file": str(table.path), "rows": len(table.raw), "users": int(table.raw["user_id"].nunique())}
@@ -218,6 +316,9 @@ def format_summary(summary: dict) -> str:
             f"  items {summary['items']:,} | distinct SIDs {summary['distinct_sids']:,} | SID collisions "
             f"{summary['collision_groups']} groups / {summary['collision_items']} items | codes per level {codes}"
         )
+        lengths = summary.get("sid_lengths", {})
+        if len(lengths) > 1:  # e.g. upstream's 4th dedup token on shared paths (docs/upstream.md 3.4)
+            lines.append("  SID lengths: " + ", ".join(f"{count:,} of {n} tokens" for n, count in lengths.items()))
     for split, numbers in summary["splits"].items():
         note = ""
         if split == "train":
@@ -244,7 +345,7 @@ def _failed_expectations(result, path: str, check: ex.Check) -> list[FailedExpec
             failures = tuple(_failure(path, config, {k: _plain(v) for k, v in at.items()}) for at in located)
             count = int(outcome.result.get("unexpected_count", len(failures)))
         else:
-            failures, count = (_header_failure(path, config, outcome.result),), 1
+            failures, count = (_table_failure(path, config, outcome.result),), 1
         failed.append(FailedExpectation(path, check.suite.name, config.type, config.description or config.type,
                                         count, failures))
     return failed
@@ -269,7 +370,12 @@ def _failure(path: str, config, located: dict) -> Failure:
     )
 
 
-def _header_failure(path: str, config, result: dict) -> Failure:
+def _table_failure(path: str, config, result: dict) -> Failure:
+    """A rule on a whole table: the header (line 1) or the file as a whole (its row count)."""
+    column = (config.meta or {}).get("column", "header")
+    if column != "header":
+        return Failure(path, None, column, result.get("observed_value"), config.type,
+                       config.description or config.type, evidence=(config.meta or {}).get("evidence", ""))
     mismatched = result.get("details", {}).get("mismatched", {})
     parts = [f"{kind}: {', '.join(sorted(names))}" for kind, names in mismatched.items() if names]
     return Failure(path, 1, "header", result.get("observed_value"), config.type, config.description or config.type,
