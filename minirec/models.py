@@ -7,6 +7,13 @@ A model reference (``--model`` of every stage) is one of:
   ``models:/<name>@<alias>``: a checkpoint logged by :func:`log_hf_model`;
 - a Hugging Face hub id such as ``Qwen/Qwen2.5-1.5B`` (read from the local hub cache when offline).
 
+Checkpoints named by an MLflow reference are downloaded once into a per-user cache (:func:`cache_dir`) under a
+key of what the reference resolves to *now*: a ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` URI is
+looked up in the registry first and keyed by the version and logged-model id it names and the tracking URI, so a
+moved alias gets the new version's weights and two servers' ``models:/x/1`` never share a folder. Each cached
+folder has a manifest of its files' sha256 (``<key>.sha256.json``, written after the download); a folder
+whose files do not match it, or that has none, is downloaded again.
+
 SID tokens are added as upstream's SFT does (docs/upstream.md 1.5): every token string of ``index.json``, sorted
 lexicographically, added as normal tokens, then ``resize_token_embeddings(len(tokenizer))``. Later stages load
 the extended tokenizer from the checkpoint, so :func:`add_sid_tokens` adds nothing there and returns 0.
@@ -14,6 +21,8 @@ the extended tokenizer from the checkpoint, so :func:`add_sid_tokens` adds nothi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -27,6 +36,8 @@ from minirec.sid import sorted_sid_tokens
 
 MODEL_ARTIFACT = "model"
 MODEL_URI_TAG = "minirec.model_uri"
+MODEL_CACHE_ENV = "MINIREC_MODEL_CACHE"
+_VERIFIED: dict[str, tuple] = {}  # cached folder -> (name, size, mtime) of its files when this process checked it
 
 
 class ModelNotFoundError(NotFoundError, FileNotFoundError):
@@ -61,27 +72,128 @@ def save_checkpoint(model, tokenizer, target: str | os.PathLike, mode: int | Non
 
 
 def cache_dir() -> Path:
-    """Where downloaded checkpoints are kept: ``$MINIREC_MODEL_CACHE`` or a folder under the temp dir."""
-    return Path(os.environ.get("MINIREC_MODEL_CACHE") or Path(tempfile.gettempdir()) / "minirec-models")
+    """Where downloaded checkpoints are kept: ``$MINIREC_MODEL_CACHE``, else ``$XDG_CACHE_HOME/minirec/models``
+    or ``~/.cache/minirec/models`` (the user's own, never a folder shared under /tmp)."""
+    if os.environ.get(MODEL_CACHE_ENV):
+        return Path(os.environ[MODEL_CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "minirec" / "models"
+
+
+def resolve_reference(uri: str) -> tuple[str, str]:
+    """``(download URI, identity)`` of a ``runs:/`` or ``models:/`` URI, asking the tracking server now.
+
+    The identity names what the URI points at today plus the tracking and registry URIs: a registry alias
+    or version becomes that version's number and logged-model id (or source), so the cache follows a moved
+    alias and never confuses two servers. The download URI names the same version, not the alias, so a move
+    between the lookup and the download cannot mix them. Unknown names are a :class:`ModelNotFoundError`."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri[len("runs:/"):].partition("/")
+        get_run(run_id)  # a NotFoundError naming the id and the store
+        return uri, f"{tracking}|runs:/{run_id}/{path.strip('/')}"
+    client = MlflowClient()
+    name = uri[len("models:/"):].strip("/")
+    try:
+        if name.startswith("m-") and "/" not in name and "@" not in name:
+            logged = client.get_logged_model(name)
+            return uri, f"{tracking}|logged-model:{logged.model_id}"
+        if "@" in name:
+            model, alias = name.split("@", 1)
+            version = client.get_model_version_by_alias(model, alias)
+        elif "/" in name:
+            model, number = name.rsplit("/", 1)
+            if number == "latest":
+                found = client.search_model_versions(f"name = '{model}'")
+                if not found:
+                    raise ModelNotFoundError(f"model {uri}: the registered model {model!r} has no versions")
+                number = str(max(int(v.version) for v in found))
+            elif not number.isdigit():
+                raise ModelNotFoundError(f"model {uri}: expected models:/<name>/<version>, models:/<name>@<alias> "
+                                         "or models:/<logged model id>")
+            version = client.get_model_version(model, number)
+        else:
+            raise ModelNotFoundError(f"model {uri}: expected models:/<name>/<version>, models:/<name>@<alias> or "
+                                     "models:/<logged model id>")
+    except MlflowException as error:
+        raise ModelNotFoundError(f"model {uri}: {error.message} (tracking store {tracking})") from None
+    target = version.model_id or version.source
+    identity = f"{tracking}|{registry}|models:/{version.name}/{version.version}|{target}|{version.run_id}"
+    return f"models:/{version.name}/{version.version}", identity
+
+
+def _cache_key(identity: str, uri: str) -> str:
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", uri.split(":/", 1)[-1]).strip("_")[:60]
+    return f"{readable}-{hashlib.sha256(identity.encode()).hexdigest()[:20]}"
+
+
+def _manifest_path(folder: Path) -> Path:
+    return folder.with_name(f"{folder.name}.sha256.json")
+
+
+def _folder_digests(folder: Path) -> dict[str, str]:
+    from minirec.resume import file_digests
+
+    return file_digests(folder)
+
+
+def _stamp(folder: Path, manifest: Path) -> tuple:
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) + [manifest]
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+def _cached(folder: Path) -> bool:
+    """Whether ``folder`` holds a whole download: every file as its manifest says (hashed once per process
+    while no file's size or mtime changes)."""
+    manifest = _manifest_path(folder)
+    if not (folder / "config.json").is_file() or not manifest.is_file():
+        return False
+    stamp = _stamp(folder, manifest)
+    if _VERIFIED.get(str(folder)) == stamp:
+        return True
+    try:
+        expected = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if _folder_digests(folder) != expected:
+        print(f"[models] cached checkpoint {folder} differs from its manifest; downloading it again", flush=True)
+        return False
+    _VERIFIED[str(folder)] = stamp
+    return True
 
 
 def _download(artifact_uri: str) -> Path:
-    """Download an MLflow artifact folder once into the cache (atomically: a half download is never reused)."""
+    """The checkpoint ``artifact_uri`` names, downloaded once into the cache under what it resolves to now and
+    checked against its digest manifest before reuse (a half download or a changed file is fetched again)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    target = cache_dir() / re.sub(r"[^A-Za-z0-9._-]+", "_", artifact_uri)
-    if (target / "config.json").exists():
+    from minirec.atomic import atomic_directory, write_json
+
+    source, identity = resolve_reference(artifact_uri)
+    target = cache_dir() / _cache_key(identity, artifact_uri)
+    if _cached(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(staging)))
+    _manifest_path(target).unlink(missing_ok=True)
+    with atomic_directory(target, mode=0o700) as staging:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source,
+                                                             dst_path=str(staging / ".download")))
+        except MlflowException as error:
+            raise ModelNotFoundError(f"model {artifact_uri}: {error.message}") from None
         if not (local / "config.json").exists():
             raise ModelNotFoundError(f"{artifact_uri} holds no Hugging Face checkpoint (no config.json)")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(local, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for entry in local.iterdir():
+            os.replace(entry, staging / entry.name)
+        shutil.rmtree(staging / ".download", ignore_errors=True)
+    write_json(_manifest_path(target), {"uri": artifact_uri, "resolved": source, "identity": identity,
+                                        "files": _folder_digests(target)})
+    _VERIFIED.pop(str(target), None)
     return target
 
 
@@ -141,9 +253,15 @@ def source_run(ref: str | os.PathLike):
     return get_run(run_id) if run_id else None
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
 def _hub_snapshot(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
+    if not HUB_ID.match(repo_id) or ".." in repo_id:
+        raise ModelNotFoundError(f"model {repo_id!r} does not exist: it is no local folder, MLflow run id, runs:/ or "
+                                 "models:/ URI, and not shaped like a Hugging Face hub id (org/name)")
     try:
         return Path(snapshot_download(repo_id))
     except Exception as error:  # offline misses and bad ids raise several unrelated hub error types
