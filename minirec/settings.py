@@ -16,6 +16,7 @@ choice and range before any MLflow run or model exists, naming the setting, the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from minirec.errors import SettingsError
 
 CONFIG_DIR = PROJECT_ROOT / "configs"
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes"), ("false", "0", "no")
+SEED_MAX = 2**32 - 1  # every int setting named *seed without a range of its own is checked against 0..SEED_MAX
 
 
 def setting(default: Any, help: str, *, upstream: str | None = None, choices: tuple | None = None,
@@ -151,7 +153,11 @@ class Settings:
                 if wrong:
                     raise SettingsError(f"{name} = {value!r} is not allowed: expected "
                                         f"{'some' if isinstance(value, list) else 'one'} of {', '.join(map(str, choices))}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingsError(f"{name} = {value!r} is out of range: expected a finite number")
             low, high = meta.get("minimum"), meta.get("maximum")
+            if low is None and high is None and name.endswith("seed") and type(value) is int:
+                low, high = 0, SEED_MAX  # numpy's seeds (transformers.set_seed seeds numpy too)
             if (low is not None and value < low) or (high is not None and value > high):
                 raise SettingsError(f"{name} = {value!r} is out of range: expected {allowed_range(low, high)}")
         self.check()
