@@ -146,7 +146,7 @@ def execute(recipe_class: type[Recipe], argv: Sequence[str]) -> list[Recipe]:
     if print_config:
         print(settings.to_yaml(), end="")
         return []
-    configure_environment()
+    configure_environment(open_store=False)  # a server must answer now; a sqlite store opens at its first use
     recipes = [recipe_class(one) for one in recipe_class.expand(settings)]
     if len(recipes) > 1:
         adopt_outer_run_as_parent()  # mlflow run's run becomes the parent of the command's runs
@@ -192,7 +192,8 @@ def _run(recipe: Recipe) -> None:
     with stage_run(settings, stage=recipe.stage_tag(), source=recipe.source(), run_name=recipe.run_name(),
                    entry_point=recipe.stage, tags=recipe.tags(), files=files, roles=recipe.roles,
                    splits=recipe.splits if files is not None else (), system_metrics=recipe.system_metrics,
-                   parent_run_id=recipe.parent_run_id(), experiment=recipe.experiment) as run:
+                   parent_run_id=recipe.parent_run_id(), experiment=recipe.experiment,
+                   module=recipe.module) as run:
         recipe.mlflow_run = run
         recipe.prepare()
         if not launched:

@@ -5,6 +5,15 @@
 
 - Tracking URI: ``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project>/mlflow.db`` (the file store is
   refused by recent MLflow). Telemetry is off and the Hugging Face hub is offline.
+- Before a process first uses a store (:func:`prepare_store`): a sqlite store is created and migrated once,
+  under an exclusive lock on ``<db>.lock``, so stages started together on a new store do not race MLflow's
+  schema migration; a tracking server gets one ``GET /health`` with a stated timeout
+  (``$MINIREC_SERVER_CHECK_TIMEOUT``, 5 s), and a server that does not answer is a one-line error before any
+  run. MLflow's HTTP retries are bounded by default (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` 4,
+  ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` 1, ``MLFLOW_HTTP_REQUEST_TIMEOUT`` 30 s; set them to override): a
+  request to a dead server gives up after about 15 s instead of minutes.
+- A server that stops answering while a stage runs ends the stage with one message (:class:`ServerGone`):
+  where the local outputs are and how to log them later; the run is left as the server last saw it.
 - One experiment per category, ``minirec-<Category>`` (``minirec-comparison`` for cross-category runs), with its
   artifacts beside a sqlite store in ``mlartifacts/``.
 - Every run is tagged ``category``, ``stage`` (what the run is about: data, sft, grpo, popularity, ...),
@@ -23,34 +32,131 @@ Metric names may not contain ``@``: ``HR@10`` is logged as ``HR_at_10`` (:func:`
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from minirec.data.layout import PROJECT_ROOT, CategoryFiles, file_record
+from minirec.errors import UserError
 
 COMPARISON_EXPERIMENT = "minirec-comparison"
 PARENT_ENV, STAGE_KEY_ENV = "MINIREC_PARENT_RUN_ID", "MINIREC_STAGE_KEY"
+# main's stage runs name their pipeline run in a tag, not as MLflow's parent: MLflow 3.17's runs table folds
+# children under a collapsed parent row, which hid every stage run of a pipeline.
+PIPELINE_ENV, PIPELINE_TAG = "MINIREC_PIPELINE_RUN_ID", "minirec.pipeline_run"
 STAGE_KEY_TAG, POINTER_TAG = "minirec.stage_key", "minirec.stage_run"
 DATA_ROLES = ("train", "valid", "test", "index", "items", "info")
+# Bounded HTTP retries (MLflow's defaults, 7 retries with backoff factor 2 and a 120 s timeout, stall a stage for
+# minutes on a dead server); any of them set in the environment wins.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+SERVER_CHECK_ENV, SERVER_CHECK_SECONDS = "MINIREC_SERVER_CHECK_TIMEOUT", 5.0
+_PREPARED: set[str] = set()  # tracking URIs this process has prepared (migrated or checked)
 
 
-def configure_environment() -> str:
-    """Set the process-wide defaults (tracking URI, telemetry off, HF offline); return the tracking URI."""
+class ServerUnreachable(UserError):
+    """The tracking server does not answer (at the start of a stage)."""
+
+
+class ServerGone(UserError):
+    """The tracking server stopped answering while a stage ran; the message says where the outputs are."""
+
+    exit_status = 3
+
+
+def configure_environment(open_store: bool = True) -> str:
+    """Set the process-wide defaults (tracking URI, telemetry off, HF offline, bounded HTTP retries) and prepare
+    the store once per process (:func:`prepare_store`); return the tracking URI.
+
+    ``open_store=False`` (a stage's first call, before it knows its input is good) checks a server but leaves a
+    sqlite store alone: a mistake found before the first real use of the store leaves no new database file."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    if uri not in _PREPARED and (open_store or not uri.startswith("sqlite:")):
+        prepare_store(uri)
+        _PREPARED.add(uri)
     return uri
+
+
+def prepare_store(uri: str) -> None:
+    """A new sqlite store is created and migrated under a file lock; a server must answer ``/health``."""
+    if uri.startswith("sqlite:///"):
+        _migrate_sqlite_once(uri)
+    elif uri.startswith(("http://", "https://")):
+        reason = server_problem(uri)
+        if reason:
+            raise ServerUnreachable(f"the tracking server {uri} does not answer ({reason}); start it, or point "
+                                    "MLFLOW_TRACKING_URI at one that runs")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``None`` for an in-memory one)."""
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _migrate_sqlite_once(uri: str) -> None:
+    """Create (or open) the store under an exclusive ``fcntl`` lock on ``<db>.lock``: the first process makes
+    the tables and runs MLflow's migrations, the others wait for it and then find them made."""
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    import fcntl
+
+    from mlflow.tracking._model_registry.utils import _get_store as registry_store
+    from mlflow.tracking._tracking_service.utils import _get_store as tracking_store
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chatty = logging.getLogger("mlflow.store.db.utils")  # "Creating initial MLflow database tables..."
+    level = chatty.level
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        chatty.setLevel(logging.WARNING)
+        try:
+            tracking_store(uri)  # cached by MLflow: the stage's clients reuse this store
+            registry_store(uri)
+        finally:
+            chatty.setLevel(level)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def server_timeout() -> float:
+    try:
+        return float(os.environ.get(SERVER_CHECK_ENV) or SERVER_CHECK_SECONDS)
+    except ValueError:
+        return SERVER_CHECK_SECONDS
+
+
+def server_problem(uri: str, timeout: float | None = None) -> str | None:
+    """Why the server at ``uri`` does not answer one ``GET /health`` within ``timeout`` seconds, or ``None``
+    when it answers (any HTTP status counts: a server behind a proxy or with auth still answers)."""
+    timeout = server_timeout() if timeout is None else timeout
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            return f"no answer to GET /health within {timeout:g} s"
+        return f"GET /health: {reason}"
 
 
 def experiment_name(category: str | None) -> str:
@@ -243,12 +349,15 @@ def stage_run(
     parent_run_id: str | None = None,
     nested: bool = False,
     experiment: str | None = None,
+    module: str | None = None,
 ) -> Iterator["mlflow.ActiveRun"]:  # noqa: F821
     """Start (or join) a stage's run with the standard tags and records, end it FINISHED, FAILED or KILLED.
 
     ``settings`` (a :class:`minirec.settings.Settings`) are logged as params and ``config/resolved.yaml``, its
     preset file as ``config/<name>.yaml``; ``files`` are logged as data (``roles``) and dataset inputs
-    (``splits``). ``category`` defaults to the settings' category.
+    (``splits``). ``category`` defaults to the settings' category. If the tracking server stops answering
+    while the run is open, the run is let go without further requests and :class:`ServerGone` says where the
+    outputs are and how to log them later (``module``, ``python -m <module>``, names the command).
     """
     configure_environment()
     import mlflow
@@ -263,29 +372,99 @@ def stage_run(
     parent_run_id = parent_run_id or os.environ.get(PARENT_ENV)
     if parent_run_id and parent_run_id != join:
         all_tags["mlflow.parentRunId"] = parent_run_id
+    if os.environ.get(PIPELINE_ENV):
+        all_tags[PIPELINE_TAG] = os.environ[PIPELINE_ENV]
     if os.environ.get(STAGE_KEY_ENV):
         all_tags[STAGE_KEY_TAG] = os.environ[STAGE_KEY_ENV]
     with contextlib.ExitStack() as stack:
         run = stack.enter_context(mlflow.start_run(
             run_id=join, experiment_id=None if join else experiment_id, run_name=None if join else run_name,
             nested=nested, tags=all_tags, log_system_metrics=system_metrics or None))
-        if point:
-            _point_outer_run(point, run, experiment)
-        if settings is not None and hasattr(settings, "output_dir") and not settings.output_dir:
-            settings.output_dir = str(default_output_dir(settings.STAGE, category, run.info.run_id))
-        mlflow.log_text(pip_freeze(), "environment/pip_freeze.txt")
-        mlflow.log_dict(device_info(), "environment/device.json")
-        if settings is not None:
-            log_settings(settings)
-        if files is not None:
-            log_data(files, roles, splits)
-            if "train" in roles:
-                log_params(train_file_params(files))
         try:
-            yield run
-        except KeyboardInterrupt:
-            mlflow.end_run("KILLED")
-            raise
+            if point:
+                _point_outer_run(point, run, experiment)
+            if settings is not None and hasattr(settings, "output_dir") and not settings.output_dir:
+                settings.output_dir = str(default_output_dir(settings.STAGE, category, run.info.run_id))
+            mlflow.log_text(pip_freeze(), "environment/pip_freeze.txt")
+            mlflow.log_dict(device_info(), "environment/device.json")
+            if settings is not None:
+                log_settings(settings)
+            if files is not None:
+                log_data(files, roles, splits)
+                if "train" in roles:
+                    log_params(train_file_params(files))
+            try:
+                yield run
+            except KeyboardInterrupt:
+                mlflow.end_run("KILLED")
+                raise
+        except Exception as error:
+            uri = mlflow.get_tracking_uri()
+            reason = _lost_server(error, uri)
+            if reason is None:
+                raise
+            _let_go(run.info.run_id)
+            raise ServerGone(_gone_message(uri, reason, run.info.run_id, stage, settings, module)) from None
+
+
+# --- a server that stops answering -----------------------------------------------------------------------------
+
+_CONNECTION_WORDS = ("API request to", "Max retries exceeded", "Connection refused", "ConnectionError",
+                     "Read timed out", "RemoteDisconnected")
+
+
+def _looks_like_connection_error(error: BaseException) -> bool:
+    """Whether ``error`` (or an exception in its chain) is a failed HTTP connection, as MLflow reports it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return True
+        module = type(error).__module__.split(".", 1)[0]
+        if module in ("requests", "urllib3"):
+            return True
+        if any(word in str(error) for word in _CONNECTION_WORDS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _lost_server(error: BaseException, uri: str) -> str | None:
+    """Why the tracking server is gone, when ``error`` came from losing it (and it still does not answer)."""
+    if not uri.startswith(("http://", "https://")) or not _looks_like_connection_error(error):
+        return None
+    return server_problem(uri)
+
+
+def _let_go(run_id: str) -> None:
+    """Forget the active run locally, with no request to the server (which would only retry and fail)."""
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    try:
+        from mlflow.tracking import fluent
+
+        stack = fluent._active_run_stack.get()
+        stack[:] = [active for active in stack if active.info.run_id != run_id]
+        monitor = fluent.run_id_to_system_metrics_monitor.pop(run_id, None)
+        if monitor is not None:
+            monitor._shutdown_event.set()  # its thread (a daemon) stops without a last upload
+    except AttributeError:  # another MLflow layout: the run's end_run then fails once more, after bounded retries
+        pass
+
+
+def _gone_message(uri: str, reason: str, run_id: str, stage: str, settings, module: str | None) -> str:
+    out = str(Path(settings.output_dir).resolve()) if getattr(settings, "output_dir", "") else ""
+    kept = f"its local outputs are kept in {out}" if out else "it had written no local outputs yet"
+    command = f"python -m {module or 'minirec.' + stage}"
+    if settings is not None and "resume_from" in settings.specs():
+        later = f"{command} --resume_from {run_id}"
+    elif settings is not None and module:
+        later = settings.command_line(module)
+    else:
+        later = f"{command} again"
+    upload = f" (or upload the folder as it is: mlflow artifacts log-artifacts --local-dir {out} --run-id {run_id})" \
+        if out else ""
+    return (f"the tracking server {uri} stopped answering during {stage} run {run_id} ({reason}); {kept}. When it "
+            f"answers again, log them with: {later}{upload}")
 
 
 def default_output_dir(stage: str, category: str, run_id: str) -> Path:

@@ -361,3 +361,14 @@ def test_scored_run_without_its_files_is_refused_and_the_old_report_kept(mlflow_
     assert "scores/metrics.json" in str(raised.value) and "python -m minirec.score" in str(raised.value)
     assert (out / "report.md").read_text() == "previous report\n"
     assert sorted(path.name for path in out.iterdir()) == ["report.md"]
+
+
+def test_a_released_checkpoint_is_its_own_row_beside_the_papers(mlflow_uri, tmp_path):
+    """An evaluation of upstream's released checkpoint (tagged by evaluate) is reported as such, not as sft."""
+    run_id = log_scored_run(INDUSTRIAL, "evaluate", PLANS[(INDUSTRIAL, "grpo")], tmp_path)
+    mlflow.MlflowClient().set_tag(run_id, "model_kind", "released_checkpoint")
+    (run,) = find_scored_runs([run_id])
+    assert run.stage == "released_checkpoint"
+    paper = load_paper_table("table1")
+    frame = comparison_frame([run], paper)
+    assert set(frame["stage"]) == {"released_checkpoint"} and set(frame["metric"]) == set(TABLE1_METRICS)

@@ -32,7 +32,8 @@ PAPER_METHOD = "MiniOneRec"
 COMPARISON_COLUMNS = ("category", "stage", "metric", "paper", "ours", "gap", "relative_pct", "ci_low", "ci_high")
 SCORED_FILTER = "tags.scored = 'true' and attributes.status = 'FINISHED'"
 # Stages in pipeline order (baselines first); any other stage label sorts after these, alphabetically.
-STAGE_ORDER = ("popularity", "transition", "sasrec", "gru4rec", "caser", "hstu", "tiger", "sft", "grpo")
+STAGE_ORDER = ("popularity", "transition", "sasrec", "gru4rec", "caser", "hstu", "tiger", "sft", "grpo",
+               "released_checkpoint")
 SCORE_COMMAND = (
     "python -m minirec.score --predictions FILE --category CATEGORY --stage STAGE "
     "(or `mlflow run . -e score --env-manager local -P predictions=FILE -P category=CATEGORY`)"
@@ -196,7 +197,8 @@ def _load_scored_run(client, run) -> ScoredRun:
     return ScoredRun(
         run_id=run_id,
         category=tags.get("category", "unknown"),
-        stage=tags.get("stage", "unknown"),
+        # upstream's released checkpoints (tagged by evaluate) are their own row beside the paper's
+        stage="released_checkpoint" if tags.get("model_kind") == "released_checkpoint" else tags.get("stage", "unknown"),
         experiment=client.get_experiment(run.info.experiment_id).name,
         status=run.info.status,
         start_time=int(run.info.start_time or 0),
