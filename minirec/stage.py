@@ -75,11 +75,15 @@ class Recipe:
         whatever they need from it must be written into the settings (which they receive)."""
 
     def files(self):
-        """The category's data files this run reads (logged), or ``None``."""
+        """The category's data files this run reads (logged), or ``None``; validated before the run starts
+        (:func:`minirec.data.validate.require_valid`, free when the same bytes passed before)."""
         if getattr(self, "_files", None) is None:
             from minirec.data import locate
+            from minirec.data.validate import require_valid
 
-            self._files = locate(self.settings.category, self.settings.data_dir or None)
+            files = locate(self.settings.category, self.settings.data_dir or None)
+            require_valid(files)
+            self._files = files
         return self._files
 
     def source(self) -> str:

@@ -80,6 +80,9 @@ class EvaluateRecipe(Recipe):
         resolve_model(settings.model)  # a bad reference fails here, before any run exists (and is cached)
         settings.stage_label = settings.stage_label or model_stage(settings.model)
         self.model_kind = self._model_kind()
+        from minirec.data import Catalogue
+
+        settings.decode.check_catalogue(len(Catalogue.load(self.files()).valid_sids))  # also before the run
 
     def _model_kind(self) -> str:
         """``released_checkpoint`` (upstream's, kkknight/MiniOneRec: by setting or by name, docs/upstream-profiles.md),
