@@ -164,24 +164,28 @@ class CatalogueFiles:
         return min(counts, key=lambda n: (-counts[n], n)) if counts else None
 
     def odd_lengths(self) -> dict[str, str]:
-        """Item id -> why its SID length is not the catalogue's, for SIDs of another length that are not
-        upstream's dedup (a 4th token given to every item of a shared 3-token path, docs/upstream.md 3.4)."""
-        usual, tokens = self.usual_length, self.index_tokens
+        """Item id -> why its SID length does not fit the catalogue, for the fewer exceptions of two readings:
+
+        - upstream's dedup (docs/upstream.md 3.4): every SID has the shortest length L, or L + 1 when its first L
+          tokens are a path that several items share and no SID stops at (every item of it got a ``<d_r>``);
+        - one length for all: every SID has the most common length.
+
+        A catalogue that fits either reading has no exceptions; otherwise the reading that explains more SIDs
+        names the rest."""
+        tokens, usual = self.index_tokens, self.usual_length
         if usual is None:
             return {}
-        full = {"".join(t) for t in tokens.values() if len(t) == usual}
-        longer = Counter("".join(t[:usual]) for t in tokens.values() if len(t) == usual + 1)
-        odd = {}
-        for key, sid in tokens.items():
-            n = len(sid)
-            if n == usual:
-                continue
-            base = "".join(sid[:usual])
-            if n == usual + 1 and longer[base] >= 2 and base not in full:
-                continue  # a dedup token of a path several items share, all of them extended
-            odd[key] = (f"{n} tokens; most index.json SIDs have {usual}, and a longer one must be a dedup token "
-                        f"on a path that several items share")
-        return odd
+        shortest = min(len(t) for t in tokens.values())
+        full = {"".join(t) for t in tokens.values() if len(t) == shortest}
+        extended = Counter("".join(t[:shortest]) for t in tokens.values() if len(t) == shortest + 1)
+        dedup = {key: f"{len(t)} tokens; the other SIDs have {shortest}, or {shortest + 1} only as upstream's "
+                      "dedup token on a path several items share"
+                 for key, t in tokens.items()
+                 if not (len(t) == shortest or (len(t) == shortest + 1 and extended["".join(t[:shortest])] >= 2
+                                                and "".join(t[:shortest]) not in full))}
+        single = {key: f"{len(t)} tokens; most index.json SIDs have {usual}"
+                  for key, t in tokens.items() if len(t) != usual}
+        return dedup if len(dedup) <= len(single) else single
 
     @cached_property
     def title(self) -> dict[str, str]:
