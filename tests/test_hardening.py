@@ -2,10 +2,10 @@
 its gaps, a tracking server that is down or dies, a new sqlite store opened by three stages at once, file modes
 of atomic writes, and the first ``train_loss`` window after a resume.
 
-Items 7, 8, 10 and 11 are covered elsewhere: tests/test_resume.py (a torn checkpoint falls back, an altered one
-is refused, killed SFT and GRPO runs end KILLED and are linked to the run that resumes them), tests/test_atomic.py
-and tests/test_compare.py (whole-folder swaps of the compare bundle). The bad-argument table is
-tests/test_bad_input.py.
+Items 8 and 11 are covered by tests/test_resume.py (a torn checkpoint falls back to the one before, an altered
+one is refused), item 7's resume side there too (killed SFT and GRPO runs end KILLED, linked to the run that
+resumes them; slow), its ``main`` side here; item 10 by tests/test_atomic.py and tests/test_compare.py (the
+compare bundle is swapped in whole). The bad-argument table is tests/test_bad_input.py.
 """
 
 from __future__ import annotations
@@ -431,6 +431,30 @@ def test_three_stages_on_a_new_sqlite_store_at_once_all_succeed(tmp_path):
     assert [d.returncode for d in done] == [0, 0, 0], "\n---\n".join(d.stderr[-2000:] for d in done)
     runs = all_runs(uri)
     assert len(runs) == 3 and {run.info.status for run in runs} == {"FINISHED"}
+
+
+# --- 7. main's rerun of an interrupted stage (the resume side is tests/test_resume.py's) -------------------------
+
+
+def test_mains_rerun_marks_the_interrupted_run_killed_and_links_the_new_one(mlflow_uri, tmp_path):
+    from minirec.pipeline.steps import RERUN_TAG, Step, run_or_reuse
+    from minirec.tracking import STAGE_KEY_TAG, ensure_experiment
+
+    files = locate(OFFICE)
+    sid = read_split(files.test, parse_histories=False)["item_sid"][0]
+    predictions = tmp_path / "results.json"
+    predictions.write_text(json.dumps([{"input": "x", "output": sid + "\n", "predict": [sid]}]))
+    client = MlflowClient()
+    experiment = ensure_experiment(f"minirec-{OFFICE}")
+    parent = client.create_run(experiment).info.run_id
+    key = f"test-{tmp_path.name}"
+    dead = client.create_run(experiment, tags={STAGE_KEY_TAG: key}).info.run_id  # left RUNNING, as by a kill
+    step = Step("score", "score", ("--predictions", str(predictions), "--category", OFFICE, "--n_boot", "10",
+                                   "--output_dir", str(tmp_path / "out")))
+    outcome = run_or_reuse(step, key, parent, force=False)
+    assert client.get_run(dead).info.status == "KILLED"
+    rerun = client.get_run(outcome.run_id)
+    assert rerun.info.status == "FINISHED" and rerun.data.tags[RERUN_TAG] == dead
 
 
 # --- 12. file modes of atomic writes; the first train_loss window after a resume ----------------------------------
