@@ -162,6 +162,9 @@ def execute(recipe_class: type[Recipe], argv: Sequence[str]) -> list[Recipe]:
 def main(recipe_class: type[Recipe], argv: Sequence[str] | None = None) -> int:
     """Run a stage from its command line; returns the exit status (2 for a user's mistake)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    from minirec.logs import quiet_third_parties
+
+    quiet_third_parties()
     try:
         if inside_launch() and os.environ.get(SETTINGS_ENV):
             return _launched_process(recipe_class)

@@ -215,7 +215,8 @@ def pip_freeze() -> str:
 
 def device_info() -> dict:
     """Device names and counts, for reproducibility."""
-    info = {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count()}
+    info = {"python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
+            "cpu_count": os.cpu_count()}
     try:
         import torch
 
