@@ -9,14 +9,18 @@ from __future__ import annotations
 from minirec.errors import SettingsError
 
 
-def resolve_device(requested: str) -> str:
-    """``cuda`` when asked for or available (``auto``), else ``cpu``; ``cuda`` without a GPU is an error."""
+def resolve_device(requested: str | None) -> str:
+    """``cuda`` (or ``cuda:N`` as asked) when asked for or available (``auto``), else ``cpu``; ``cuda`` without a
+    GPU is an error."""
     import torch
 
+    requested = requested or "auto"
     available = torch.cuda.is_available()
-    if requested == "cuda" and not available:
-        raise SettingsError("device = 'cuda' but no CUDA device is visible; use device=cpu or auto")
-    return "cuda" if requested in ("auto", "cuda") and available else "cpu"
+    if requested.startswith("cuda") and not available:
+        raise SettingsError(f"device = {requested!r} but no CUDA device is visible; use device=cpu or auto")
+    if requested.startswith("cuda"):
+        return requested
+    return "cuda" if requested == "auto" and available else "cpu"
 
 
 def process_state(device: str):

