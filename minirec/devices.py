@@ -6,7 +6,15 @@
 
 from __future__ import annotations
 
+import re
+
 from minirec.errors import SettingsError
+
+
+def check_device(requested: str | None) -> None:
+    """A :class:`SettingsError` unless ``requested`` is auto, cpu, cuda or cuda:N (checked before any run)."""
+    if requested and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", requested):
+        raise SettingsError(f"device = {requested!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def resolve_device(requested: str | None) -> str:
@@ -14,6 +22,7 @@ def resolve_device(requested: str | None) -> str:
     GPU is an error."""
     import torch
 
+    check_device(requested)
     requested = requested or "auto"
     available = torch.cuda.is_available()
     if requested.startswith("cuda") and not available:
@@ -21,6 +30,11 @@ def resolve_device(requested: str | None) -> str:
     if requested.startswith("cuda"):
         return requested
     return "cuda" if requested == "auto" and available else "cpu"
+
+
+def uses_bf16(precision: str, device: str) -> bool:
+    """bf16 mixed precision: ``auto`` means on GPU only (CPU trains in fp32)."""
+    return precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
 
 
 def process_state(device: str):

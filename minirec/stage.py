@@ -117,6 +117,18 @@ class Recipe:
         """Write results to the active MLflow run and print the stage's summary (main process only)."""
 
 
+
+class ResumedInNewRun:
+    """Mixin of the stages whose ``resume_from`` continues an old run in a new one (sft, grpo, baselines): the
+    new run is the old one's child and is tagged ``resumed_from``. (evaluate continues the old run itself.)"""
+
+    def tags(self) -> dict[str, str]:
+        resumed = self.settings.resume_from
+        return {**super().tags(), "resumed_from": resumed} if resumed else super().tags()
+
+    def parent_run_id(self) -> str | None:
+        return self.settings.resume_from or super().parent_run_id()
+
 def parse(recipe_class: type[Recipe], argv: Sequence[str]) -> tuple[Settings, bool]:
     """``(settings, print_config)`` from the command line."""
     settings_class = recipe_class.settings_class

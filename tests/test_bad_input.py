@@ -24,6 +24,7 @@ from minirec.evaluate.recipe import EvaluateRecipe
 from minirec.grpo.recipe import GRPORecipe
 from minirec.score.recipe import ScoreRecipe
 from minirec.sft.recipe import SFTRecipe
+from minirec.sids.recipe import SidsRecipe
 
 UNKNOWN_RUN = "0123456789abcdef0123456789abcdef"
 
@@ -122,6 +123,8 @@ CASES = [
     case(GRPORecipe, "--model", "{model}", "--temperature", "nan",
          expect=r"temperature = nan is out of range: expected a finite number"),
     case(SFTRecipe, "--learning_rate", "inf", expect=r"learning_rate = inf is out of range: expected a finite number"),
+    # a device name the stage cannot place work on (sids takes cuda:N, so its device has no fixed choices)
+    case(SidsRecipe, "--category", OFFICE, "--device", "gpu", expect=r"device = 'gpu': expected auto, cpu, cuda or cuda:N"),
     # more beams than the catalogue has SIDs: refused before the run (the catalogue's size is read first)
     case(EvaluateRecipe, "--model", "{model}", "--data_dir", "{small}", "--num_beams", "20",
          expect=r"num_beams = 20 is out of range: expected an integer from 1 to the catalogue's 8 SIDs"),

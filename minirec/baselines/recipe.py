@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 from minirec.baselines.settings import BaselineSettings, PAPER_METHOD
-from minirec.stage import Recipe, expand_categories
+from minirec.stage import Recipe, ResumedInNewRun, expand_categories
 
 TRAIN_DIR, RESUMED_DIR, STAGING_DIR = "train", "resumed", "checkpoint-upload"
 
 
-class BaselineRecipe(Recipe):
+class BaselineRecipe(ResumedInNewRun, Recipe):
     stage = "baselines"
     settings_class = BaselineSettings
     module = "minirec.baselines"
@@ -86,12 +86,7 @@ class BaselineRecipe(Recipe):
         tags = {"method": settings.method, "baseline_kind": "learned" if settings.learned else "floor"}
         if settings.learned:
             tags["paper_method"] = PAPER_METHOD[settings.method]
-        if settings.resume_from:
-            tags["resumed_from"] = settings.resume_from
-        return tags
-
-    def parent_run_id(self) -> str | None:
-        return self.settings.resume_from or None
+        return {**super().tags(), **tags}
 
     def prepare(self) -> None:
         self.resume_folder = None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from minirec.errors import NotFoundError
 from minirec.grpo.settings import GRPOSettings
-from minirec.stage import Recipe
+from minirec.stage import Recipe, ResumedInNewRun
 
 
 def latest_sft_run(category: str, preset: str) -> str:
@@ -40,7 +40,7 @@ def latest_sft_run(category: str, preset: str) -> str:
     return runs[0].info.run_id
 
 
-class GRPORecipe(Recipe):
+class GRPORecipe(ResumedInNewRun, Recipe):
     stage = "grpo"
     settings_class = GRPOSettings
     module = "minirec.grpo"
@@ -67,12 +67,6 @@ class GRPORecipe(Recipe):
 
     def source(self) -> str:
         return self.settings.model
-
-    def tags(self) -> dict[str, str]:
-        return {"resumed_from": self.settings.resume_from} if self.settings.resume_from else {}
-
-    def parent_run_id(self) -> str | None:
-        return self.settings.resume_from or None
 
     def prepare(self) -> None:
         settings = self.settings

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from minirec.grpo.settings import GRPOSettings
+from minirec.devices import uses_bf16
 from minirec.launch import deepspeed_config
 from minirec.logs import TrainerProgress, on_terminal
 
@@ -36,7 +37,6 @@ def grpo_arguments(settings: GRPOSettings, device: str):
     from minirec.grpo.rewards import reward_weights
     from minirec.grpo.trainer import upstream_grpo_arguments
 
-    bf16 = settings.precision == "bf16" or (settings.precision == "auto" and device == "cuda")
     return upstream_grpo_arguments(
         output_dir=settings.output_dir,
         per_device_train_batch_size=settings.per_device_batch_size,
@@ -53,7 +53,7 @@ def grpo_arguments(settings: GRPOSettings, device: str):
         max_grad_norm=settings.max_grad_norm,
         optim=settings.optim,
         seed=settings.seed,
-        bf16=bf16,
+        bf16=uses_bf16(settings.precision, device),
         use_cpu=device == "cpu",
         sync_ref_model=settings.sync_ref_model,
         ref_model_mixup_alpha=settings.ref_model_mixup_alpha,

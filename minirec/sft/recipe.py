@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from minirec.sft.settings import TINY_MODEL, SFTSettings
-from minirec.stage import Recipe
+from minirec.stage import Recipe, ResumedInNewRun
 
 
 def check_world_size(settings, actual: int) -> None:
@@ -28,7 +28,7 @@ def check_world_size(settings, actual: int) -> None:
                            "the launch did not start the processes it was asked for")
 
 
-class SFTRecipe(Recipe):
+class SFTRecipe(ResumedInNewRun, Recipe):
     stage = "sft"
     settings_class = SFTSettings
     module = "minirec.sft"
@@ -48,12 +48,6 @@ class SFTRecipe(Recipe):
 
     def source(self) -> str:
         return self.settings.model
-
-    def tags(self) -> dict[str, str]:
-        return {"resumed_from": self.settings.resume_from} if self.settings.resume_from else {}
-
-    def parent_run_id(self) -> str | None:
-        return self.settings.resume_from or None
 
     def prepare(self) -> None:
         from minirec.sft.train import prepare_base_model

@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from minirec.data.catalogue import Catalogue
-from minirec.devices import resolve_device
+from minirec.devices import resolve_device, uses_bf16
 from minirec.launch import deepspeed_config
 from minirec.logs import TrainerProgress, on_terminal
 from minirec.sft.callbacks import MlflowStepLogger, training_summary
@@ -35,11 +35,6 @@ from minirec.sft.freeze import FreezeSummary, freeze_all_but_sid_rows, sid_token
 from minirec.sft.settings import TINY_MODEL, SFTSettings
 
 FINAL_CHECKPOINT = "final_checkpoint"
-
-
-def uses_bf16(config: SFTSettings, device: str) -> bool:
-    """bf16 mixed precision: ``auto`` means on GPU only (CPU trains in fp32)."""
-    return config.precision == "bf16" or (config.precision == "auto" and device == "cuda")
 
 
 def tiny_model_dir(config: SFTSettings) -> Path:
@@ -86,7 +81,7 @@ def prepare_model(config: SFTSettings, catalogue: Catalogue, device: str) -> Pre
 
     # Upstream seeds everything before loading, which makes the mean-resizing draw of new rows deterministic.
     set_seed(config.seed)
-    pure_bf16 = config.switch("sft_pure_bf16") and uses_bf16(config, device)
+    pure_bf16 = config.switch("sft_pure_bf16") and uses_bf16(config.precision, device)
     model, tokenizer = load_model_and_tokenizer(prepare_base_model(config),
                                                 dtype=torch.bfloat16 if pure_bf16 else torch.float32)
     added = add_sid_tokens(tokenizer, model, catalogue)
@@ -113,7 +108,7 @@ def training_arguments(config: SFTSettings, device: str):
         optim=config.optim,
         max_grad_norm=config.max_grad_norm,
         seed=config.seed,
-        bf16=uses_bf16(config, device),
+        bf16=uses_bf16(config.precision, device),
         use_cpu=device == "cpu",
         logging_steps=config.logging_steps,
         eval_strategy="steps",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minirec.data.layout import PROJECT_ROOT
+from minirec.devices import check_device
 from minirec.settings import StageSettings, setting
 from minirec.upstream import UpstreamSettings
 from minirec.sids.embed import DEFAULT_MODEL
@@ -36,3 +37,7 @@ class SidsSettings(UpstreamSettings, StageSettings):
     batch_size: int = setting(64, "texts per encoder batch", minimum=1)
     device: str = setting("auto", "auto (cuda if available), cpu or cuda[:N]")
     cache_dir: str = setting(str(PROJECT_ROOT / ".cache" / "embeddings"), "embedding cache folder")
+
+    def check(self) -> None:
+        super().check()
+        check_device(self.device)
