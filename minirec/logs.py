@@ -10,7 +10,8 @@ the Hugging Face hub (progress bars in non-terminal logs, "Setting accelerator t
 dependencies, MLflow's dataset-source ambiguity notice) without hiding warnings about our own use of them.
 :func:`progress` is a tqdm bar on a terminal and, in a log file, one line every ``LOG_SECONDS`` with the count,
 the rate and the ETA (and one at the end), so a 248 KB log of carriage returns becomes a few lines per stage.
-:class:`TrainerProgress` does the same for the transformers Trainer (SFT and GRPO).
+:class:`TrainerProgress` does the same for the transformers Trainer (SFT and GRPO); :func:`follow_in_log` puts
+it in place of the Trainer's own per-step printing of its log dictionaries (every value is in MLflow anyway).
 """
 
 from __future__ import annotations
@@ -136,3 +137,14 @@ class TrainerProgress(TrainerCallback):
             loss = f", loss {self.loss:.4f}" if isinstance(self.loss, (int, float)) else ""
             print(f"[{self.stage}] step {state.global_step}/{state.max_steps}, {rate:.2f} steps/s{loss}, "
                   f"ETA {left:.0f} s", flush=True)
+
+
+def follow_in_log(trainer, stage: str) -> None:
+    """In a log file (not a terminal): :class:`TrainerProgress` lines instead of the dictionary the Trainer prints
+    at every logging step once its bar is off (its ``PrinterCallback``; the values are logged to MLflow)."""
+    if on_terminal():
+        return
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(TrainerProgress(stage))

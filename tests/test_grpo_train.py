@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 
 import pytest
@@ -121,7 +122,7 @@ def metric_history(client, run_id, name):
 
 
 def test_a_run_logs_its_metrics_and_an_extended_resume_is_a_linked_run_on_the_new_schedule(
-        mlflow_uri, tiny_policy, tmp_path):
+        mlflow_uri, tiny_policy, tmp_path, capsys):
     from mlflow import MlflowClient
 
     from conftest import run_stage
@@ -131,6 +132,9 @@ def test_a_run_logs_its_metrics_and_an_extended_resume_is_a_linked_run_on_the_ne
               "--prompts_per_step", "2", "--per_device_batch_size", "32",
               "--eval_limit", "4", "--eval_beams", "10", "--eval_batch_size", "4", "--save_steps", "1"]
     first = run_stage(GRPORecipe, "--preset", "tiny", "--model", tiny_policy, "--max_train_prompts", "4", *common)
+    printed = capsys.readouterr()  # a log file: progress lines, not the Trainer's dictionary per logging step
+    assert re.search(r"^\[grpo\] step 2/2, [\d.]+ steps/s, loss -?[\d.]+, ETA 0 s$", printed.out, re.M), printed.out
+    assert "{'loss'" not in printed.out + printed.err
     client = MlflowClient()
     run = client.get_run(first)
     assert run.data.tags["stage"] == "grpo" and run.data.tags["preset"] == "tiny"

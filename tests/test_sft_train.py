@@ -4,6 +4,8 @@ and the 2-process CPU launch. Everything runs the real Trainer on the tiny Qwen2
 
 from __future__ import annotations
 
+import re
+
 import mlflow
 import pytest
 import torch
@@ -176,13 +178,18 @@ def _cli(tiny_model, output_dir, *extra):
     return mlflow.get_run(run_stage(SFTRecipe, *argv))
 
 
-def test_cli_run_logs_config_losses_evaluations_and_a_loadable_model(tmp_path, tiny_model, mlflow_uri, monkeypatch):
+def test_cli_run_logs_config_losses_evaluations_and_a_loadable_model(tmp_path, tiny_model, mlflow_uri, monkeypatch,
+                                                                      capsys):
     from minirec.models import load_model_and_tokenizer
 
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     run = _cli(tiny_model, tmp_path / "out", "--final_eval_limit=6", "--final_eval_beams=10",
                "--evaluate_untrained=true", "--log_model=true")
+    # A log file (not a terminal) gets the progress lines, not the Trainer's dictionary at every logging step.
+    printed = capsys.readouterr()
+    assert re.search(r"^\[sft\] step 4/4, [\d.]+ steps/s, loss [\d.]+, ETA 0 s$", printed.out, re.M), printed.out
+    assert "{'loss'" not in printed.out + printed.err and "'eval_loss'" not in printed.out + printed.err
     client = mlflow.MlflowClient()
     assert run.info.status == "FINISHED"
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics

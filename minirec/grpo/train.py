@@ -27,7 +27,7 @@ import torch
 from minirec.grpo.settings import GRPOSettings
 from minirec.devices import uses_bf16
 from minirec.launch import deepspeed_config
-from minirec.logs import TrainerProgress, on_terminal
+from minirec.logs import follow_in_log, on_terminal
 
 FINAL_CHECKPOINT = "final_checkpoint"
 
@@ -107,8 +107,7 @@ def build_trainer(settings: GRPOSettings, model, tokenizer, files, catalogue, pr
         beam_sampling=settings.switch("rollout_beam_sampling"),
     )
     trainer.add_callback(StepMetrics())
-    if not on_terminal():
-        trainer.add_callback(TrainerProgress("grpo"))
+    follow_in_log(trainer, "grpo")
     trainer.add_callback(ValidRanking(
         trainer=trainer, files=files, catalogue=catalogue, eval_steps=settings.eval_steps,
         limit=None if settings.eval_limit < 0 else settings.eval_limit, decode=settings.eval_decode(),

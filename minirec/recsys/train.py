@@ -45,6 +45,7 @@ from torch.nn import functional as F
 from minirec.atomic import atomic_path
 from minirec.data.catalogue import Catalogue, read_split
 from minirec.data.layout import CategoryFiles
+from minirec.logs import LOG_SECONDS
 from minirec.recsys.sequences import Sequences
 from minirec.recsys.settings import RecSettings, SettingsError, build
 
@@ -202,7 +203,8 @@ def _clock(seconds: float) -> str:
 
 
 class _Progress:
-    """A tqdm bar over epochs when stderr is a terminal, else one line per epoch."""
+    """A tqdm bar over epochs when stderr is a terminal, else a line for the first epoch and then one every
+    ``LOG_SECONDS`` (the run's summary line follows; every epoch's figures are MLflow metrics)."""
 
     def __init__(self, method: str, first: int, last: int, enabled: bool = True):
         self.method, self.last, self.enabled = method, last, enabled
@@ -212,6 +214,7 @@ class _Progress:
 
             self.bar = tqdm(total=last, initial=first - 1, desc=method, unit="epoch", file=sys.stderr)
         self.spent: list[float] = []
+        self.printed = time.monotonic()
 
     def update(self, epoch: int, record: dict) -> None:
         if not self.enabled:
@@ -223,7 +226,8 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(f"loss {record['loss']:.4f}{valid}", refresh=False)
             self.bar.update(1)
-        else:
+        elif len(self.spent) == 1 or time.monotonic() - self.printed >= LOG_SECONDS:
+            self.printed = time.monotonic()
             print(f"{self.method} epoch {epoch}/{self.last} loss {record['loss']:.4f}{valid} "
                   f"{record['seconds']:.1f}s ETA <= {_clock(eta)}", file=sys.stderr, flush=True)
 

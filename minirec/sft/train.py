@@ -28,7 +28,7 @@ import torch
 from minirec.data.catalogue import Catalogue
 from minirec.devices import resolve_device, uses_bf16
 from minirec.launch import deepspeed_config
-from minirec.logs import TrainerProgress, on_terminal
+from minirec.logs import follow_in_log, on_terminal
 from minirec.sft.callbacks import MlflowStepLogger, training_summary
 from minirec.sft.data import IGNORE_INDEX, SFTDatasets, build_datasets
 from minirec.sft.freeze import FreezeSummary, freeze_all_but_sid_rows, sid_token_ids
@@ -167,12 +167,14 @@ def build_trainer(config: SFTSettings, prepared: PreparedModel, datasets: SFTDat
     from transformers import EarlyStoppingCallback, Trainer
 
     collator = AnswerSpanCollator(prepared.tokenizer)
-    all_callbacks = [MlflowStepLogger(), *callbacks, *([] if on_terminal() else [TrainerProgress("sft")])]
+    all_callbacks = [MlflowStepLogger(), *callbacks]
     if config.early_stopping_patience > 0:
         all_callbacks.insert(0, EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    return Trainer(model=prepared.model, args=training_arguments(config, device), train_dataset=datasets.train,
-                   eval_dataset=datasets.valid, data_collator=collator, processing_class=prepared.tokenizer,
-                   compute_loss_func=answer_loss, callbacks=all_callbacks)
+    trainer = Trainer(model=prepared.model, args=training_arguments(config, device), train_dataset=datasets.train,
+                      eval_dataset=datasets.valid, data_collator=collator, processing_class=prepared.tokenizer,
+                      compute_loss_func=answer_loss, callbacks=all_callbacks)
+    follow_in_log(trainer, "sft")
+    return trainer
 
 
 @dataclass
