@@ -17,6 +17,7 @@ it in place of the Trainer's own per-step printing of its log dictionaries (ever
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -48,6 +49,8 @@ def quiet_third_parties() -> None:
     # DeepSpeed probes for an accelerator on import and warns when it finds none; name CPU up front instead.
     if "DS_ACCELERATOR" not in os.environ and not _cuda_visible():
         os.environ["DS_ACCELERATOR"] = "cpu"
+    # MLflow's system-metrics monitor announces its start, stop and the absent GPU at INFO for every run.
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|accelerate|torch|datasets)")
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
     warnings.filterwarnings("ignore", message=".*`torch_dtype` is deprecated.*")
@@ -134,7 +137,7 @@ class TrainerProgress(TrainerCallback):
             done = state.global_step - self.first_step
             rate = done / max(now - self.started, 1e-9)
             left = (state.max_steps - state.global_step) / rate if rate else 0.0
-            loss = f", loss {self.loss:.4f}" if isinstance(self.loss, (int, float)) else ""
+            loss = f", loss {self.loss:.4g}" if isinstance(self.loss, (int, float)) else ""
             print(f"[{self.stage}] step {state.global_step}/{state.max_steps}, {rate:.2f} steps/s{loss}, "
                   f"ETA {left:.0f} s", flush=True)
 

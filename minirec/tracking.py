@@ -71,6 +71,11 @@ class ServerGone(UserError):
     exit_status = 3
 
 
+def in_pipeline() -> bool:
+    """Whether this stage runs as a step of ``main`` (which sets :data:`PIPELINE_ENV` for it)."""
+    return bool(os.environ.get(PIPELINE_ENV))
+
+
 def configure_environment(open_store: bool = True) -> str:
     """Set the process-wide defaults (tracking URI, telemetry off, HF offline, bounded HTTP retries) and prepare
     the store once per process (:func:`prepare_store`); return the tracking URI.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -98,7 +100,7 @@ def test_an_interrupted_evaluation_resumes_to_the_same_result(
 
 
 def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny_industrial, tiny_loaded, mlflow_uri, tmp_path,
-                                                           industrial_files):
+                                                           industrial_files, capsys, monkeypatch):
     import mlflow
 
     from minirec.evaluate.recipe import EvaluateRecipe
@@ -131,6 +133,20 @@ def test_cli_logs_beams_metrics_levels_and_the_model_stage(tiny_industrial, tiny
                  for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, folder or None)}
     assert {"beams/beams.parquet", "beams/predictions.json", "scores/metrics.json", "scores/levels.json",
             "generation_config.json", "data_files.json"} <= artifacts
+
+    # Alone it prints the metric table; as a step of main (which names its pipeline run) one line, so that main's
+    # log stays short (the report has every number).
+    alone = capsys.readouterr().out
+    assert "n=4 beams=10 invalid=0 invalid_all=0" in alone and re.search(r"^ +HR@10 ", alone, re.M), alone
+    from minirec.tracking import PIPELINE_ENV
+
+    monkeypatch.setenv(PIPELINE_ENV, sft_run.info.run_id)
+    run_stage(EvaluateRecipe, "--model", sft_run.info.run_id, "--category", CATEGORY, "--limit", "4",
+              "--num_beams", "10", "--batch-size", "4", "--recall_rows", "2", "--out", tmp_path / "out2")
+    in_main = capsys.readouterr().out
+    assert "n=4 beams=10" not in in_main and not re.search(r"^ +HR@10 ", in_main, re.M), in_main
+    assert re.search(rf"^\[evaluate\] {CATEGORY} sft: HR@10 [\d.]+ \[[\d.]+, [\d.]+\], NDCG@10 [\d.]+ \[[\d.]+, "
+                     r"[\d.]+\] over 4 rows x 10 beams, invalid_all 0; beam recall over the first 2 rows: ", in_main, re.M), in_main
 
 
 @pytest.mark.slow

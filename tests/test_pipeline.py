@@ -57,7 +57,7 @@ def run_main(preset, out, env, *extra):
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1500,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return completed.stdout, time.monotonic() - started
+    return completed.stdout, completed.stderr, time.monotonic() - started
 
 
 @pytest.mark.slow
@@ -66,7 +66,7 @@ def test_main_chains_every_stage_reuses_them_and_reports(tmp_path, mlflow_uri, m
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
     preset = reduced_presets(tmp_path)
-    first_out, first_seconds = run_main(preset, tmp_path / "report", env)
+    first_out, first_err, first_seconds = run_main(preset, tmp_path / "report", env)
 
     # Structure: driver run -> one pipeline run for the category -> one child per stage.
     client = mlflow.MlflowClient()
@@ -91,10 +91,15 @@ def test_main_chains_every_stage_reuses_them_and_reports(tmp_path, mlflow_uri, m
     assert f"{OFFICE},sft,HR@10" in comparison and f"{OFFICE},grpo,HR@10" in comparison
     report = (tmp_path / "report" / "report.md").read_text()
     assert report.strip()[:200] in first_out
+    # What main printed before the report fits on a screen or two: one line per stage and its result, progress
+    # every 30 s, no Trainer dictionaries and no MLflow system-metrics notices.
+    log = first_out.split(report.strip()[:200])[0] + first_err
+    assert "{'loss'" not in log and "system_metrics_monitor" not in log, log
+    assert len(log.splitlines()) <= 80, log
     assert (tmp_path / "report" / "ours_vs_paper.png").stat().st_size > 10_000
 
     # Second run: every stage reused, nothing retrained.
-    second_out, second_seconds = run_main(preset, tmp_path / "report2", env)
+    second_out, _, second_seconds = run_main(preset, tmp_path / "report2", env)
     for stage in MODEL_STAGES:
         assert f"stage {stage}: reusing finished run {used[stage]}" in second_out
     assert second_seconds < first_seconds
@@ -105,7 +110,7 @@ def test_main_chains_every_stage_reuses_them_and_reports(tmp_path, mlflow_uri, m
     assert all(newest.data.tags[f"run.{stage}"] == used[stage] for stage in MODEL_STAGES)
 
     # --force recomputes from the named stage on, and reuses everything before it.
-    third_out, _ = run_main(preset, tmp_path / "report3", env, "--force", "evaluate_grpo")
+    third_out, _, _ = run_main(preset, tmp_path / "report3", env, "--force", "evaluate_grpo")
     for stage in MODEL_STAGES[:-1]:
         assert f"stage {stage}: reusing finished run {used[stage]}" in third_out
     assert "stage evaluate_grpo: reusing" not in third_out

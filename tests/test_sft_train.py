@@ -188,7 +188,7 @@ def test_cli_run_logs_config_losses_evaluations_and_a_loadable_model(tmp_path, t
                "--evaluate_untrained=true", "--log_model=true")
     # A log file (not a terminal) gets the progress lines, not the Trainer's dictionary at every logging step.
     printed = capsys.readouterr()
-    assert re.search(r"^\[sft\] step 4/4, [\d.]+ steps/s, loss [\d.]+, ETA 0 s$", printed.out, re.M), printed.out
+    assert re.search(r"^\[sft\] step 4/4, [\d.]+ steps/s, loss [-+.e\d]+, ETA 0 s$", printed.out, re.M), printed.out
     assert "{'loss'" not in printed.out + printed.err and "'eval_loss'" not in printed.out + printed.err
     client = mlflow.MlflowClient()
     assert run.info.status == "FINISHED"

@@ -148,7 +148,7 @@ class EvaluateRecipe(Recipe):
         import mlflow
 
         from minirec.score import log_scores
-        from minirec.tracking import log_json_metrics, log_params
+        from minirec.tracking import in_pipeline, log_json_metrics, log_params
 
         evaluation, out = self.evaluation, Path(self.settings.output_dir)
         log_params({**evaluation.params(), **trained_on(self.settings.model), "dtype": str(self.dtype),
@@ -160,10 +160,16 @@ class EvaluateRecipe(Recipe):
         if evaluation.recall:
             log_json_metrics(evaluation.recall)
             mlflow.log_dict(evaluation.recall, "scores/beam_recall.json")
-        print(evaluation.scores.summary())
-        if evaluation.recall:
-            print("beam recall over the first {beam_recall_rows} rows: ".format(**evaluation.recall) + ", ".join(
-                f"{name} {value:.3f}" for name, value in evaluation.recall.items() if name.startswith("beam_recall@")))
+        recall = ("beam recall over the first {beam_recall_rows} rows: ".format(**evaluation.recall) + ", ".join(
+            f"{name} {value:.3f}" for name, value in evaluation.recall.items() if name.startswith("beam_recall@"))
+            if evaluation.recall else "")
+        if in_pipeline():  # main's log stays short: the report has every number
+            print(f"[evaluate] {self.settings.category} {self.settings.stage_label}: {evaluation.scores.headline()}"
+                  + (f"; {recall}" if recall else ""), flush=True)
+        else:
+            print(evaluation.scores.summary())
+            if recall:
+                print(recall)
         print(f"[evaluate] run {self.mlflow_run.info.run_id}; outputs in {out}", flush=True)
         if self.settings.decode.strict and evaluation.scores.invalid_all:
             raise UserError(f"{evaluation.scores.invalid_all} predicted SIDs are not in the catalogue (strict mode)")

@@ -77,6 +77,13 @@ class Scores:
         metrics.update(level_metric_names(self.levels))
         return {name: float(value) for name, value in metrics.items()}
 
+    def headline(self, k: int = 10) -> str:
+        """One line: HR@k and NDCG@k with their intervals, rows and invalid beams (what ``main`` prints)."""
+        k = k if k in self.ks else max(self.ks)
+        cells = [f"{name} {self.metrics[name]:.4f} [{self.ci[name][0]:.4f}, {self.ci[name][1]:.4f}]"
+                 for name in (f"HR@{k}", f"NDCG@{k}")]
+        return f"{', '.join(cells)} over {self.n} rows x {self.num_beams} beams, invalid_all {self.invalid_all}"
+
     def summary(self) -> str:
         """A short table for the terminal."""
         lines = [f"n={self.n} beams={self.num_beams} invalid={self.invalid} invalid_all={self.invalid_all} "

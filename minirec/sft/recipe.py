@@ -109,5 +109,5 @@ class SFTRecipe(ResumedInNewRun, Recipe):
                          tags={"stage": "sft", "category": self.settings.category})
         shown = {**result.summary, **{k: v for k, v in self.valid_metrics.items()
                                        if k in ("valid_HR_at_10", "valid_NDCG_at_10")}}
-        print("[sft] " + ", ".join(f"{name} {value:.4f}" for name, value in shown.items()), flush=True)
+        print("[sft] " + ", ".join(f"{name} {value:.4g}" for name, value in shown.items()), flush=True)
         print(f"[sft] run {self.mlflow_run.info.run_id}; outputs in {self.settings.output_dir}", flush=True)
