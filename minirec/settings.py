@@ -52,6 +52,15 @@ def parse_bool(value: Any, name: str = "value") -> bool:
     return text in TRUE_WORDS
 
 
+def check_training_length(epochs_name: str, epochs: float, max_steps: int) -> None:
+    """A :class:`SettingsError` for a training stage asked to take no step (``max_steps`` -1 defers to epochs)."""
+    if max_steps == 0:
+        raise SettingsError(f"max_steps = 0 trains nothing: expected -1 (train for {epochs_name}) or an integer >= 1")
+    if max_steps == -1 and epochs == 0:
+        raise SettingsError(f"{epochs_name} = 0 with max_steps = -1 trains nothing: expected {epochs_name} > 0 or "
+                            "max_steps >= 1")
+
+
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """A YAML file that must hold a mapping (a preset, a resolved-settings file)."""
     try:

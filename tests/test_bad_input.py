@@ -18,7 +18,7 @@ from conftest import INDUSTRIAL, OFFICE, stage_exit
 from mlflow import MlflowClient
 
 from minirec.compare.recipe import CompareRecipe
-from minirec.data import locate
+from minirec.data import locate, sha256_of
 from minirec.data.layout import FILE_SUFFIX
 from minirec.evaluate.recipe import EvaluateRecipe
 from minirec.grpo.recipe import GRPORecipe
@@ -67,7 +67,13 @@ def inputs(tmp_path_factory):
     text = index.read_text(encoding="utf-8")
     index.write_text(text[: len(text) // 2], encoding="utf-8")  # cut short, as by a failed copy
     small = small_category(root / "small", INDUSTRIAL, items=8)
-    return {"model": model, "predictions": predictions, "broken": broken, "broken_index": index, "small": small}
+    used = root / "used"  # an evaluate output folder holding shards of a 50-beam evaluation of Office's test split
+    (used / "shards").mkdir(parents=True)
+    (used / "shards" / "manifest.json").write_text(json.dumps({
+        "split": "test", "split_sha256": sha256_of(files.test), "num_beams": 50, "batch_size": 16,
+        "prompt": "test", "decoder": "sid", "model_checksum": "0" * 16}))
+    return {"model": model, "predictions": predictions, "broken": broken, "broken_index": index, "small": small,
+            "used": used}
 
 
 def small_category(data_dir: Path, category: str, items: int) -> Path:
@@ -123,6 +129,11 @@ CASES = [
     case(GRPORecipe, "--model", "{model}", "--temperature", "nan",
          expect=r"temperature = nan is out of range: expected a finite number"),
     case(SFTRecipe, "--learning_rate", "inf", expect=r"learning_rate = inf is out of range: expected a finite number"),
+    # a training stage asked to take no step
+    case(SFTRecipe, "--num_epochs", "0", expect=r"num_epochs = 0 with max_steps = -1 trains nothing: expected "
+                                                r"num_epochs > 0 or max_steps >= 1"),
+    case(GRPORecipe, "--model", "{model}", "--max_steps", "0",
+         expect=r"max_steps = 0 trains nothing: expected -1 \(train for num_train_epochs\) or an integer >= 1"),
     # a device name the stage cannot place work on (sids takes cuda:N, so its device has no fixed choices)
     case(SidsRecipe, "--category", OFFICE, "--device", "gpu", expect=r"device = 'gpu': expected auto, cpu, cuda or cuda:N"),
     # more beams than the catalogue has SIDs: refused before the run (the catalogue's size is read first)
@@ -152,6 +163,10 @@ CASES = [
          expect=r"failed validation .*: {broken_index}, line 1, column \(file\)"),
     case(GRPORecipe, "--model", "{model}", "--category", OFFICE, "--data_dir", "{broken}",
          expect=r"failed validation .*: {broken_index}, line 1, column \(file\)"),
+    # an output folder named again with other settings than the shards it holds (item 4)
+    case(EvaluateRecipe, "--model", "{model}", "--category", OFFICE, "--out", "{used}", "--num_beams", "10",
+         expect=r"{used}/shards holds shards of another evaluation \(differs in: num_beams\); use another output "
+                r"folder or delete that one"),
     # a quote in a compare filter
     case(CompareRecipe, "--category", "Office'Products",
          expect=r"category = \"Office'Products\" is not allowed: expected one of"),

@@ -79,15 +79,26 @@ class ShardStore:
         path = self.folder / "manifest.json"
         if path.exists():
             stored = json.loads(path.read_text(encoding="utf-8"))
-            differing = sorted(key for key in stored.keys() | self.manifest.keys() if stored.get(key) != self.manifest.get(key))
-            if differing:
-                raise ShardMismatchError(
-                    f"{self.folder} holds shards of another evaluation (differs in: {', '.join(differing)}); "
-                    "use another output folder or delete that one"
-                )
+            self._refuse_other(stored, self.manifest, stored.keys() | self.manifest.keys())
         else:
             write_json(path, self.manifest)
         return self
+
+    @classmethod
+    def check_folder(cls, out_dir: str | os.PathLike, expected: dict) -> None:
+        """Before any run exists: refuse a folder whose shards were written with other values of ``expected``
+        (the settings' part of the manifest; the whole of it, model checksum included, is compared again by
+        :meth:`open` once the model is loaded)."""
+        store = cls(out_dir, expected)
+        path = store.folder / "manifest.json"
+        if path.exists():
+            store._refuse_other(json.loads(path.read_text(encoding="utf-8")), expected, expected.keys())
+
+    def _refuse_other(self, stored: dict, manifest: dict, keys) -> None:
+        differing = sorted(key for key in keys if stored.get(key) != manifest.get(key))
+        if differing:
+            raise ShardMismatchError(f"{self.folder} holds shards of another evaluation (differs in: "
+                                     f"{', '.join(differing)}); use another output folder or delete that one")
 
     def path(self, index: int) -> Path:
         return self.folder / f"{index:05d}.parquet"

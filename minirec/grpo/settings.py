@@ -18,7 +18,7 @@ from minirec.decoding import DecodeSettings
 from minirec.errors import SettingsError
 from minirec.grpo.data import TASKS, TITLE_HISTORY_SAMPLE
 from minirec.grpo.rewards import CF_REWARD_TYPES, REWARD_TYPES
-from minirec.settings import LaunchedSettings, setting
+from minirec.settings import LaunchedSettings, check_training_length, setting
 from minirec.upstream import UpstreamSettings
 
 
@@ -129,6 +129,7 @@ class GRPOSettings(UpstreamSettings, LaunchedSettings):
 
     def check(self) -> None:
         super().check()
+        check_training_length("num_train_epochs", self.num_train_epochs, self.max_steps)
         if not self.tasks:
             raise SettingsError(f"tasks is empty: expected some of {', '.join(TASKS)}")
         if self.sync_ref_model and self.beta == 0:

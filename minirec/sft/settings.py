@@ -15,7 +15,7 @@ from typing import Any
 from minirec.batching import accumulation_steps
 from minirec.decoding import DecodeSettings
 from minirec.errors import SettingsError
-from minirec.settings import LaunchedSettings, setting
+from minirec.settings import LaunchedSettings, check_training_length, setting
 from minirec.sft.data import TASKS, UPSTREAM_SHUFFLE_SEED, trained_tasks
 from minirec.upstream import UpstreamSettings
 
@@ -96,6 +96,7 @@ class SFTSettings(UpstreamSettings, LaunchedSettings):
 
     def check(self) -> None:
         super().check()
+        check_training_length("num_epochs", self.num_epochs, self.max_steps)
         if not self.tasks:
             raise SettingsError(f"tasks is empty: expected some of {', '.join(TASKS)}")
         if not self.effective_tasks():
