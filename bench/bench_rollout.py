@@ -1,8 +1,8 @@
 """GRPO roll-out seconds per step: the SID decoder against ``generate`` (the roll-out path before it), same prompts.
 
-    .venv/bin/python bench/bench_rollout.py [--steps 8 --prompts 8 --rounds 3] [--record]
+    .venv/bin/python bench/bench_rollout.py [--steps 8 --prompts 16 --rounds 3] [--record]
 
-The tiny preset's roll-out shape (``configs/grpo/tiny.yaml``: 8 prompts x 16 beams per step), the tiny
+The tiny preset's roll-out shape (``configs/grpo/tiny.yaml``: 16 prompts x 16 beams per step), the tiny
 Industrial model trained briefly as in ``tests/test_sid_decoder.py`` (an untrained one ties everywhere), the first
 train prompts of the GRPO mixture in steps of ``--prompts``. Each round rolls out every step with both decoders,
 their order alternating, so load from other processes hits them alike; the table gives the median round's CPU
@@ -45,7 +45,7 @@ def trained_model():
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--prompts", type=int, default=8, help="prompts per step (the tiny preset's 8)")
+    parser.add_argument("--prompts", type=int, default=16, help="prompts per step (the tiny preset's 16)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--record", action="store_true")

@@ -68,6 +68,14 @@ def model_checksum(model) -> str:
     return hashlib.sha256(json.dumps(sums).encode()).hexdigest()[:16]
 
 
+def settings_manifest(files: CategoryFiles, split: str, decode: DecodeSettings) -> dict:
+    """The part of a shard manifest that the settings decide: what the evaluate stage checks before its run
+    exists (:meth:`ShardStore.check_folder`); the rest needs the model."""
+    return {"split": split, "split_sha256": sha256_of(files.split(split)), "num_beams": decode.num_beams,
+            "batch_size": decode.batch_size, "prompt": decode.prompt, "decoder": decode.decoder,
+            **({"masking": decode.masking} if decode.masking != "strict" else {})}
+
+
 class ShardStore:
     """``out_dir/shards/NNNNN.parquet`` plus ``manifest.json``: what is done, and of which evaluation."""
 
@@ -175,11 +183,9 @@ def evaluate_model(model, tokenizer, files: CategoryFiles, catalogue: Catalogue,
     shard_rows = decode.batch_size * SHARD_BATCHES
     shard_count = math.ceil(len(rows) / shard_rows)
     store = ShardStore(out_dir, {
-        "split": split, "split_sha256": sha256_of(files.split(split)), "rows": len(rows),
-        "num_beams": decode.num_beams, "batch_size": decode.batch_size, "shard_rows": shard_rows,
-        "prompt": decode.prompt, "decoder": decode.decoder, "tokenizer_length": len(tokenizer),
-        "model_checksum": model_checksum(model), "generation_config": config.to_diff_dict(),
-        **({"masking": decode.masking} if decode.masking != "strict" else {}),
+        **settings_manifest(files, split, decode), "rows": len(rows), "shard_rows": shard_rows,
+        "tokenizer_length": len(tokenizer), "model_checksum": model_checksum(model),
+        "generation_config": config.to_diff_dict(),
     })
     if state.is_main_process:  # writes the manifest, or refuses a folder holding another evaluation's shards
         store.open()

@@ -84,14 +84,10 @@ class EvaluateRecipe(Recipe):
 
         settings.decode.check_catalogue(len(Catalogue.load(self.files()).valid_sids))  # also before the run
         if settings.output_dir:  # a folder named again must hold this evaluation's shards, if any
-            from minirec.data import sha256_of
-            from minirec.evaluate import ShardStore
+            from minirec.evaluate import ShardStore, settings_manifest
 
-            decode = settings.decode
-            ShardStore.check_folder(settings.output_dir, {
-                "split": settings.split, "split_sha256": sha256_of(self.files().split(settings.split)),
-                "num_beams": decode.num_beams, "batch_size": decode.batch_size, "prompt": decode.prompt,
-                "decoder": decode.decoder})
+            ShardStore.check_folder(settings.output_dir,
+                                    settings_manifest(self.files(), settings.split, settings.decode))
 
     def _model_kind(self) -> str:
         """``released_checkpoint`` (upstream's, kkknight/MiniOneRec: by setting or by name, docs/upstream-profiles.md),

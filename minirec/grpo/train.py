@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from minirec.grpo.settings import GRPOSettings
 from minirec.devices import uses_bf16
+from minirec.grpo.settings import GRPOSettings
 from minirec.launch import deepspeed_config
 from minirec.logs import follow_in_log, on_terminal
 
