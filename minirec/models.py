@@ -31,7 +31,7 @@ from pathlib import Path
 
 from minirec.data.catalogue import Catalogue
 from minirec.errors import NotFoundError
-from minirec.refs import get_run, is_run_id
+from minirec.refs import get_run, is_run_id, run_id_in
 from minirec.sid import sorted_sid_tokens
 
 MODEL_ARTIFACT = "model"
@@ -102,28 +102,29 @@ def resolve_reference(uri: str) -> tuple[str, str]:
         if name.startswith("m-") and "/" not in name and "@" not in name:
             logged = client.get_logged_model(name)
             return uri, f"{tracking}|logged-model:{logged.model_id}"
-        if "@" in name:
-            model, alias = name.split("@", 1)
-            version = client.get_model_version_by_alias(model, alias)
-        elif "/" in name:
-            model, number = name.rsplit("/", 1)
-            if number == "latest":
-                found = client.search_model_versions(f"name = '{model}'")
-                if not found:
-                    raise ModelNotFoundError(f"model {uri}: the registered model {model!r} has no versions")
-                number = str(max(int(v.version) for v in found))
-            elif not number.isdigit():
-                raise ModelNotFoundError(f"model {uri}: expected models:/<name>/<version>, models:/<name>@<alias> "
-                                         "or models:/<logged model id>")
-            version = client.get_model_version(model, number)
-        else:
-            raise ModelNotFoundError(f"model {uri}: expected models:/<name>/<version>, models:/<name>@<alias> or "
-                                     "models:/<logged model id>")
+        version = _model_version(client, uri, name)
     except MlflowException as error:
         raise ModelNotFoundError(f"model {uri}: {error.message} (tracking store {tracking})") from None
     target = version.model_id or version.source
     identity = f"{tracking}|{registry}|models:/{version.name}/{version.version}|{target}|{version.run_id}"
     return f"models:/{version.name}/{version.version}", identity
+
+
+def _model_version(client, uri: str, name: str):
+    """The registry version that ``models:/<name>/<version>``, ``.../latest`` or ``models:/<name>@<alias>`` names."""
+    if "@" in name:
+        return client.get_model_version_by_alias(*name.split("@", 1))
+    if "/" in name:
+        model, number = name.rsplit("/", 1)
+        if number == "latest":
+            found = client.search_model_versions(f"name = '{model}'")
+            if not found:
+                raise ModelNotFoundError(f"model {uri}: the registered model {model!r} has no versions")
+            number = str(max(int(v.version) for v in found))
+        if number.isdigit():
+            return client.get_model_version(model, number)
+    raise ModelNotFoundError(f"model {uri}: expected models:/<name>/<version>, models:/<name>@<alias> or "
+                             "models:/<logged model id>")
 
 
 def _cache_key(identity: str, uri: str) -> str:
@@ -234,10 +235,9 @@ def source_run(ref: str | os.PathLike):
     text = str(ref)
     if Path(text).is_dir():
         return None
-    if is_run_id(text):
-        return get_run(text)
-    if text.startswith("runs:/"):
-        return get_run(text[len("runs:/"):].split("/", 1)[0])
+    run_id = run_id_in(text)
+    if run_id:
+        return get_run(run_id)
     if not text.startswith("models:/"):
         return None
     client = MlflowClient()
@@ -245,8 +245,7 @@ def source_run(ref: str | os.PathLike):
     try:
         if name.startswith("m-") and "/" not in name and "@" not in name:
             return get_run(client.get_logged_model(name).source_run_id)
-        version = (client.get_model_version_by_alias(*name.split("@", 1)) if "@" in name
-                   else client.get_model_version(*name.split("/", 1)))
+        version = _model_version(client, text, name)
         run_id = version.run_id or (client.get_logged_model(version.model_id).source_run_id if version.model_id else None)
     except MlflowException as error:
         raise ModelNotFoundError(f"model {text}: {error.message}") from None

@@ -252,3 +252,6 @@ class LaunchedSettings(StageSettings):
                                 f"to num_machines - 1 = {self.num_machines - 1}")
         if self.num_machines > 1 and not self.main_process_ip:
             raise SettingsError(f"num_machines = {self.num_machines} needs main_process_ip (the address of machine 0)")
+        if self.machine_rank > 0 and not self.output_dir:  # it makes no run, so no run id names a folder for it
+            raise SettingsError(f"machine_rank = {self.machine_rank} needs output_dir: the folder shared with machine "
+                                "0, where it finds the settings and checkpoints machine 0 writes")

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Sequence
 
 from minirec.cli import build_parser, overrides_of
 from minirec.devices import inside_launch, is_main_process, leave_process_group
-from minirec.errors import UserError
+from minirec.errors import DataInvalid, UserError
 from minirec.settings import LaunchedSettings, Settings, read_yaml_mapping
 from minirec.tracking import DATA_ROLES, adopt_outer_run_as_parent, attached_run, configure_environment, stage_run
 
@@ -166,8 +166,17 @@ def execute(recipe_class: type[Recipe], argv: Sequence[str]) -> list[Recipe]:
     recipes = [recipe_class(one) for one in recipe_class.expand(settings)]
     if len(recipes) > 1:
         adopt_outer_run_as_parent()  # mlflow run's run becomes the parent of the command's runs
+    invalid: list[DataInvalid] = []
     for recipe in recipes:
-        _run(recipe)
+        try:
+            _run(recipe)
+        except DataInvalid as error:  # category=all checks every category before it fails
+            if len(recipes) == 1:
+                raise
+            print(f"{recipe_class.stage}: error: {error}", file=sys.stderr, flush=True)
+            invalid.append(error)
+    if invalid:
+        raise DataInvalid(f"{len(invalid)} of {len(recipes)} categories failed validation")
     return recipes
 
 

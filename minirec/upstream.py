@@ -31,14 +31,13 @@ of the whole pipeline), and ``upstream.stage_switches``, the switches this stage
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from minirec.errors import SettingsError
 from minirec.settings import Settings, setting
 
 NONE, PAPER_RELEASE, CURRENT = "none", "paper-release", "2026-02"
 PROFILE_NAMES = (NONE, PAPER_RELEASE, CURRENT)
-PROFILE_COMMITS = {NONE: "", PAPER_RELEASE: "81b4ba9", CURRENT: "8e03e35"}
 
 
 @dataclass(frozen=True)
@@ -181,7 +180,7 @@ def switch_params(profile: str, on: frozenset[str], stage: str = "") -> dict[str
     params = {"upstream.profile": profile, "upstream.summary": summary(profile, on),
               **{f"upstream.{name}": str(name in on).lower() for name in SWITCHES}}
     if stage:
-        params["upstream.stage_switches"] = ",".join(n for n, s in SWITCHES.items() if stage in s.stages) or "none"
+        params["upstream.stage_switches"] = ",".join(stage_switches(stage)) or "none"
     return params
 
 
@@ -230,13 +229,8 @@ class UpstreamSettings(Settings):
 
 
 def stage_switches(stage: str) -> list[str]:
+    """The switches that act in ``stage``, in their table order."""
     return [name for name, switch in SWITCHES.items() if stage in switch.stages]
-
-
-def profile_table(names: Sequence[str] = PROFILE_NAMES) -> list[list[str]]:
-    """One row per switch: name, reference, stages, then x for each profile that sets it (docs, tests)."""
-    return [[s.name, s.reference, ", ".join(s.stages), *("x" if s.name in PROFILES[p] else "" for p in names)]
-            for s in SWITCH_LIST]
 
 
 # --- the released checkpoints (docs/upstream.md 11.7) ----------------------------------------------------------

@@ -129,6 +129,9 @@ CASES = [
     case(GRPORecipe, "--model", "{model}", "--temperature", "nan",
          expect=r"temperature = nan is out of range: expected a finite number"),
     case(SFTRecipe, "--learning_rate", "inf", expect=r"learning_rate = inf is out of range: expected a finite number"),
+    # a second machine of a multi-node launch without the folder it shares with machine 0
+    case(SFTRecipe, "--num_machines", "2", "--machine_rank", "1", "--main_process_ip", "10.0.0.1",
+         expect=r"machine_rank = 1 needs output_dir: the folder shared with machine 0"),
     # a training stage asked to take no step
     case(SFTRecipe, "--num_epochs", "0", expect=r"num_epochs = 0 with max_steps = -1 trains nothing: expected "
                                                 r"num_epochs > 0 or max_steps >= 1"),

@@ -177,6 +177,20 @@ def test_bad_column_set(office_copy, store, capsys):
     assert run.info.status == "FAILED" and run.data.tags["validation"] == "failed"
 
 
+def test_all_checks_every_category_before_it_fails(tmp_path, store, capsys):
+    data_dir = copy_category(INDUSTRIAL, tmp_path / "data")
+    copy_category(OFFICE, data_dir)
+    path = locate(INDUSTRIAL, data_dir).valid  # the first category checked is broken
+    frame = read_split(path, parse_histories=False).rename(columns={"item_sid": "item_sids"})
+    frame.to_csv(path, index=False)
+    assert stage_exit(DataRecipe, "--category", "all", "--data_dir", data_dir) == 1
+    captured = capsys.readouterr()
+    assert f"{OFFICE}: valid" in captured.out
+    assert captured.err.strip().splitlines()[-1] == "data: error: 1 of 2 categories failed validation"
+    status = {run.data.tags["category"]: run.info.status for run in runs_from(data_dir)}
+    assert status == {INDUSTRIAL: "FAILED", OFFICE: "FINISHED"}
+
+
 def test_unparsable_history(office_copy, store, capsys):
     path = locate(OFFICE, office_copy).test
     broken = "['Avery Labels', 'BIC Pens'"

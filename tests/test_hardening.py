@@ -114,7 +114,7 @@ def use_store(uri: str, monkeypatch) -> None:
 
 def test_a_moved_alias_and_another_stores_version_resolve_to_their_own_weights(tiny_loaded, mlflow_uri, tmp_path,
                                                                                 monkeypatch):
-    from minirec.models import cache_dir, load_model_and_tokenizer, resolve_model
+    from minirec.models import cache_dir, load_model_and_tokenizer, resolve_model, source_run
 
     monkeypatch.setenv("MINIREC_MODEL_CACHE", str(tmp_path / "cache"))
     first, tokenizer = tiny_loaded
@@ -132,6 +132,11 @@ def test_a_moved_alias_and_another_stores_version_resolve_to_their_own_weights(t
     assert after != before and torch.equal(embedding(after), second.model.embed_tokens.weight)
     loaded, _ = load_model_and_tokenizer("models:/ranker@champion")
     assert torch.equal(loaded.model.embed_tokens.weight, second.model.embed_tokens.weight)
+    # The run behind a registry reference, as evaluate reads it for its stage tag and provenance, for every
+    # spelling that resolve_model accepts (latest included).
+    runs = {v: client.get_model_version("ranker", v).run_id for v in (v1, v2)}
+    for ref, version in (("models:/ranker@champion", v2), ("models:/ranker/latest", v2), (f"models:/ranker/{v1}", v1)):
+        assert source_run(ref).info.run_id == runs[version], ref
 
     # Another tracking store whose models:/ranker/1 is the second model: no collision with this one's.
     here = resolve_model("models:/ranker/1")

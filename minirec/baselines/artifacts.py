@@ -115,10 +115,10 @@ def load_run_model(ref: str, catalogue, into: Path | None = None):
 
     from minirec.data.layout import sha256_of
     from minirec.recsys.train import load_model
-    from minirec.refs import get_run, is_run_id
+    from minirec.refs import get_run, run_id_in
 
     ref = str(ref)
-    run_id = ref[len("runs:/"):].split("/")[0] if ref.startswith("runs:/") else ref if is_run_id(ref) else None
+    run_id = run_id_in(ref)
     if run_id is None:
         path = Path(ref)
         if not path.exists():

@@ -60,16 +60,12 @@ class BaselineRecipe(ResumedInNewRun, Recipe):
             check_resume_reference(settings.resume_from)
         if settings.learned:
             from minirec.data import Catalogue
-            from minirec.errors import SettingsError
             from minirec.recsys import build
-            from minirec.recsys.settings import SettingsError as RecSettingsError
             from minirec.recsys.train import num_items_of
 
             catalogue = Catalogue.load(self.files())
-            try:  # a model argument the method does not take fails here, before any run exists
-                build(settings.method, num_items_of(catalogue), settings.rec_settings(), catalogue)
-            except RecSettingsError as error:
-                raise SettingsError(str(error)) from None
+            # a model argument the method does not take fails here (a SettingsError), before any run exists
+            build(settings.method, num_items_of(catalogue), settings.rec_settings(), catalogue)
 
     def source(self) -> str:
         return self.files().relative(self.files().train)

@@ -96,7 +96,6 @@ class CompareRecipe(Recipe):
 
     def complete(self) -> None:
         settings = self.settings
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two tiny JSONs per run
         self.paper = load_paper_table(settings.paper)
         self.runs = find_scored_runs(parse_run_ids(settings.run_ids), settings.category)
         self.compared = ",".join(run.run_id for run in self.runs)

@@ -19,7 +19,6 @@ its end); every later step s runs at ``lr x lambda_new(s - 1)`` on the *new* cur
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -92,7 +91,6 @@ def build_trainer(settings: GRPOSettings, model, tokenizer, files, catalogue, pr
     from minirec.grpo.trainer import ConstrainedGRPOTrainer
     from minirec.resume import CheckpointArtifacts
 
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = ConstrainedGRPOTrainer(
         model=model,
         reward_funcs=reward_functions(settings.reward, settings.num_generations, cf_reward_of(settings, catalogue)),

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from minirec import errors
+
 METHODS = ("sasrec", "gru4rec", "caser", "hstu", "tiger")
 ID_METHODS = ("sasrec", "gru4rec", "caser", "hstu")  # item-id models: full-catalogue logits
 PRESETS = ("cpu", "tiny", "paper")
@@ -24,8 +26,8 @@ OPTIMIZERS = ("adam", "adamw")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "baselines"
 
 
-class SettingsError(ValueError):
-    """A baseline config or override that cannot be used, with the reason."""
+class SettingsError(errors.SettingsError):
+    """A baseline config or override that cannot be used, with the reason (a user's mistake: one line, exit 2)."""
 
 
 @dataclass

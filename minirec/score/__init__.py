@@ -141,7 +141,7 @@ def log_scores(
     import mlflow
 
     if mlflow.active_run() is None:
-        raise RuntimeError("log_scores needs an active MLflow run (use minirec.tracking.start_run)")
+        raise RuntimeError("log_scores needs an active MLflow run (use minirec.tracking.stage_run)")
     out_dir = Path(out_dir)
     content = scores.metrics_json()
     metrics_file = write_json(out_dir / "metrics.json", content)
