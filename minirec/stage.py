@@ -120,7 +120,31 @@ class Recipe:
 
 class ResumedInNewRun:
     """Mixin of the stages whose ``resume_from`` continues an old run in a new one (sft, grpo, baselines): the
-    new run is the old one's child and is tagged ``resumed_from``. (evaluate continues the old run itself.)"""
+    reference is checked before any run exists; inside the new run the old one is marked KILLED if it was left
+    RUNNING and its newest intact checkpoint is fetched (:meth:`fetch_resumed`); the new run is the old one's
+    child and is tagged ``resumed_from``. (evaluate continues the old run itself.)"""
+
+    def complete(self) -> None:
+        if self.settings.resume_from:
+            from minirec.resume import check_resume_reference
+
+            check_resume_reference(self.settings.resume_from)
+        super().complete()
+
+    def prepare(self) -> None:
+        if self.settings.resume_from:
+            from minirec.resume import mark_dead
+
+            mark_dead(self.settings.resume_from)
+            self.fetch_resumed()
+        super().prepare()
+
+    def fetch_resumed(self) -> None:
+        """The old run's newest intact Trainer checkpoint into this run's output folder (once per machine)."""
+        from minirec.resume import fetch_for_launch
+
+        settings = self.settings
+        fetch_for_launch(settings.resume_from, settings.output_dir, settings.machine_rank)
 
     def tags(self) -> dict[str, str]:
         resumed = self.settings.resume_from

@@ -53,11 +53,8 @@ class BaselineRecipe(ResumedInNewRun, Recipe):
         return tuple(role for role in self.roles if role in ("train", "valid", "test"))
 
     def complete(self) -> None:
+        super().complete()
         settings = self.settings
-        if settings.resume_from:
-            from minirec.resume import check_resume_reference
-
-            check_resume_reference(settings.resume_from)
         if settings.learned:
             from minirec.data import Catalogue
             from minirec.recsys import build
@@ -86,14 +83,15 @@ class BaselineRecipe(ResumedInNewRun, Recipe):
 
     def prepare(self) -> None:
         self.resume_folder = None
-        if self.settings.resume_from:
-            from minirec.baselines.artifacts import fetch_resume_folder
-            from minirec.resume import mark_dead
+        super().prepare()
 
-            mark_dead(self.settings.resume_from)
-            self.resume_folder = fetch_resume_folder(self.settings.resume_from,
-                                                     Path(self.settings.output_dir) / RESUMED_DIR)
-            print(f"[baselines] resuming run {self.settings.resume_from} from {self.resume_folder.name}", flush=True)
+    def fetch_resumed(self) -> None:
+        """The old run's newest intact checkpoint (its own format, not a Trainer's) into ``resumed/``."""
+        from minirec.baselines.artifacts import fetch_resume_folder
+
+        settings = self.settings
+        self.resume_folder = fetch_resume_folder(settings.resume_from, Path(settings.output_dir) / RESUMED_DIR)
+        print(f"[baselines] resuming run {self.settings.resume_from} from {self.resume_folder.name}", flush=True)
 
     def setup(self) -> None:
         from minirec.data import Catalogue, read_split

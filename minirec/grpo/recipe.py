@@ -50,11 +50,9 @@ class GRPORecipe(ResumedInNewRun, Recipe):
 
     def complete(self) -> None:
         from minirec.models import resolve_model
-        from minirec.resume import check_resume_reference
 
+        super().complete()
         settings = self.settings
-        if settings.resume_from:
-            check_resume_reference(settings.resume_from)
         settings.model = settings.model or latest_sft_run(settings.category, settings.preset)
         resolve_model(settings.model)  # a bad reference fails here, before any run exists
         if "title_history_to_sid" in settings.tasks:  # upstream's sample=10000 raises on a smaller train split
@@ -67,14 +65,6 @@ class GRPORecipe(ResumedInNewRun, Recipe):
 
     def source(self) -> str:
         return self.settings.model
-
-    def prepare(self) -> None:
-        settings = self.settings
-        if settings.resume_from:
-            from minirec.resume import fetch_for_launch, mark_dead
-
-            mark_dead(settings.resume_from)
-            fetch_for_launch(settings.resume_from, settings.output_dir, settings.machine_rank)
 
     def setup(self) -> None:
         from minirec.data import Catalogue, locate

@@ -37,10 +37,7 @@ class SFTRecipe(ResumedInNewRun, Recipe):
     splits = ("train", "valid")
 
     def complete(self) -> None:
-        from minirec.resume import check_resume_reference
-
-        if self.settings.resume_from:
-            check_resume_reference(self.settings.resume_from)
+        super().complete()
         if self.settings.model != TINY_MODEL:
             from minirec.models import resolve_model
 
@@ -52,13 +49,8 @@ class SFTRecipe(ResumedInNewRun, Recipe):
     def prepare(self) -> None:
         from minirec.sft.train import prepare_base_model
 
-        settings = self.settings
-        if settings.resume_from:
-            from minirec.resume import fetch_for_launch, mark_dead
-
-            mark_dead(settings.resume_from)
-            fetch_for_launch(settings.resume_from, settings.output_dir, settings.machine_rank)
-        prepare_base_model(settings)  # build the tiny model once, before any process looks for it
+        super().prepare()
+        prepare_base_model(self.settings)  # build the tiny model once, before any process looks for it
 
     def setup(self) -> None:
         from minirec.data import Catalogue, locate
