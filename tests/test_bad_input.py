@@ -132,6 +132,11 @@ CASES = [
     # a second machine of a multi-node launch without the folder it shares with machine 0
     case(SFTRecipe, "--num_machines", "2", "--machine_rank", "1", "--main_process_ip", "10.0.0.1",
          expect=r"machine_rank = 1 needs output_dir: the folder shared with machine 0"),
+    # upstream's RL sampling on a train split smaller than its sample (the paper-release profile raises, as upstream)
+    case(GRPORecipe, "--model", "{model}", "--category", OFFICE, "--upstream", "paper-release", "--tasks",
+         "title_history_to_sid",
+         expect=r"Office_Products_5_2016-10-2018-11.partial.csv: 7,648 train rows, but upstream's "
+                r"RLSeqTitle2SidDataset draws sample=10,000"),
     # a training stage asked to take no step
     case(SFTRecipe, "--num_epochs", "0", expect=r"num_epochs = 0 with max_steps = -1 trains nothing: expected "
                                                 r"num_epochs > 0 or max_steps >= 1"),

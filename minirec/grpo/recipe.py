@@ -56,12 +56,12 @@ class GRPORecipe(ResumedInNewRun, Recipe):
         settings.model = settings.model or latest_sft_run(settings.category, settings.preset)
         resolve_model(settings.model)  # a bad reference fails here, before any run exists
         if "title_history_to_sid" in settings.tasks:  # upstream's sample=10000 raises on a smaller train split
-            from minirec.data import locate, read_split
+            from minirec.data.layout import count_csv_rows
             from minirec.grpo.data import title_history_shortfall
 
-            files = locate(settings.category, settings.data_dir or None)
-            title_history_shortfall(len(read_split(files.train, parse_histories=False)), settings.title_history_sample,
-                                    files.train, settings.switch("rl_sample_raises"))
+            train = self.files().train  # validated once, as the run needs it anyway
+            title_history_shortfall(count_csv_rows(train), settings.title_history_sample, train,
+                                    settings.switch("rl_sample_raises"))
 
     def source(self) -> str:
         return self.settings.model
